@@ -1,0 +1,7 @@
+//go:build tamago && arm && mx6ullevk
+
+package main
+
+import "yolk/board/mx6ullevk"
+
+var hw machine = mx6ullevk.Machine

@@ -1,0 +1,110 @@
+//go:build tamago && arm
+
+// Command yolk is the yolk image: a TamaGo unikernel for the NXP i.MX6UL
+// that boots, prints its banner and memory map, brings up the network,
+// runs the scenario named on its command line and exits with its status.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/usbarmory/tamago/soc/nxp/enet"
+
+	"yolk/board"
+	"yolk/net/stack"
+	"yolk/runtime/cmdline"
+	"yolk/runtime/result"
+	"yolk/runtime/scenario"
+	_ "yolk/tests/scenarios"
+)
+
+// Version is the yolk release, printed in the banner.
+const Version = "0.1.0-dev"
+
+// machine is what a board package provides; board_*.go selects one.
+type machine interface {
+	Info() board.Info
+	Emulated() bool
+	Init() error
+	Pool() []byte
+	Ethernet() (*enet.ENET, error)
+	Cmdline() (s string, ok bool, err error)
+	Exit(code int)
+}
+
+func main() {
+	boot := time.Now()
+	out := scenario.NewReporter(os.Stdout)
+	info := hw.Info()
+
+	out.Emit(result.New("banner", "version", Version, "board", info.Name, "model", info.Model,
+		"go", runtime.Version(), "goos", runtime.GOOS, "goarch", runtime.GOARCH,
+		"emulated", hw.Emulated(), "console", info.Console, "ethernet", info.Ethernet))
+	for _, r := range append([]board.Region{info.Memory.RAM}, info.Memory.Regions()...) {
+		out.Emit(result.New("mem", "name", r.Name, "start", hex(r.Start), "end", hex(r.End()),
+			"size", board.FormatSize(r.Size)))
+	}
+
+	if err := hw.Init(); err != nil {
+		exit(out, scenario.ExitUsage, fmt.Errorf("board init: %w", err))
+	}
+
+	raw, ok, err := hw.Cmdline()
+	if err != nil {
+		exit(out, scenario.ExitUsage, err)
+	}
+	params, err := cmdline.Parse(raw, ok)
+	if err != nil {
+		exit(out, scenario.ExitUsage, err)
+	}
+	kv := []any{}
+	for _, k := range params.Keys() {
+		kv = append(kv, k, params.String(k, ""))
+	}
+	out.Emit(result.New("params", kv...))
+
+	env := scenario.NewEnv(out, params, info)
+	env.Pool = hw.Pool()
+	env.Net, env.NetErr = startNetwork(params)
+	if env.NetErr != nil {
+		out.Emit(result.New("net", "up", false, "err", env.NetErr.Error()))
+	} else {
+		out.Emit(result.New("net", "up", true, "ip", env.Net.(*stack.Interface).Config.Prefix(),
+			"gw", env.Net.(*stack.Interface).Config.Gateway, "irq", "rxf"))
+	}
+	out.Emit(result.New("boot", "ms", time.Since(boot).Milliseconds()))
+
+	exit(out, scenario.Run(env), nil)
+}
+
+func startNetwork(p cmdline.Params) (scenario.Dialer, error) {
+	cfg, err := stack.FromParams(p)
+	if err != nil {
+		return nil, err
+	}
+	eth, err := hw.Ethernet()
+	if err != nil {
+		return nil, err
+	}
+	iface, err := stack.Start(eth, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return iface, nil
+}
+
+// exit reports the status (and why, when it is an early failure) and hands
+// it to the board. It does not return.
+func exit(out *scenario.Reporter, code int, err error) {
+	if err != nil {
+		out.Emit(result.New("result", "status", "fail", "code", code, "err", err.Error()))
+	}
+	out.Emit(result.New("exit", "code", code))
+	hw.Exit(code)
+	panic("unreachable: board exit returned")
+}
+
+func hex(v uint64) string { return fmt.Sprintf("0x%08x", v) }

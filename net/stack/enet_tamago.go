@@ -1,0 +1,113 @@
+//go:build tamago && arm
+
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime/goos"
+	"sync"
+
+	imxenet "github.com/usbarmory/imx-enet"
+	"github.com/usbarmory/tamago/arm"
+	"github.com/usbarmory/tamago/soc/nxp/enet"
+	"github.com/usbarmory/tamago/soc/nxp/imx6ul"
+)
+
+// Interface is a running gVisor stack on one ENET controller.
+type Interface struct {
+	Config Config
+	eth    *enet.ENET
+	iface  *imxenet.Interface
+}
+
+// DialContext opens a TCP connection ("tcp" or "tcp4" only).
+func (i *Interface) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4":
+		return i.iface.DialContextTCP4(ctx, address)
+	}
+	return nil, fmt.Errorf("net: network %q is not supported", network)
+}
+
+// Stats returns the MAC's frame counters.
+func (i *Interface) Stats() enet.Stats { return i.eth.Stats }
+
+var startOnce sync.Once
+
+// Start brings up gVisor on eth with the given configuration and starts
+// the interrupt service goroutine. It may be called once per image; a
+// controller that cannot be initialised is an error, not a panic.
+func Start(eth *enet.ENET, cfg Config) (iface *Interface, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if eth == nil {
+		return nil, fmt.Errorf("net: no Ethernet controller")
+	}
+	started := false
+	startOnce.Do(func() { started = true })
+	if !started {
+		return nil, fmt.Errorf("net: stack already started")
+	}
+	defer func() {
+		// TamaGo's ENET driver panics on a controller it cannot use.
+		if r := recover(); r != nil {
+			iface, err = nil, fmt.Errorf("net: ENET%d initialisation: %v", eth.Index, r)
+		}
+	}()
+
+	ii := &imxenet.Interface{}
+	if err := ii.Init(eth, cfg.Addr, cfg.Netmask, cfg.MAC, cfg.Gateway); err != nil {
+		return nil, fmt.Errorf("net: ENET%d: %w", eth.Index, err)
+	}
+	if err := ii.EnableICMP(); err != nil {
+		return nil, err
+	}
+
+	eth.EnableInterrupt(enet.IRQ_RXF)
+	eth.Start(false)
+	go serviceInterrupts(eth)
+
+	// Hand the stack to the Go runtime too, so net.Dial works on the image.
+	net.SocketFunc = ii.Socket
+
+	return &Interface{Config: cfg, eth: eth, iface: ii}, nil
+}
+
+// serviceInterrupts routes GIC interrupts: the generic timer (which only
+// exists to end WFI for the next Go timer) and ENET receive.
+func serviceInterrupts(eth *enet.ENET) {
+	imx6ul.GIC.Init(true, false)
+	imx6ul.GIC.EnableInterrupt(arm.TIMER_IRQ, true)
+	imx6ul.GIC.EnableInterrupt(eth.IRQ, true)
+
+	// Idle in WFI until the next timer is due or an interrupt arrives.
+	goos.Idle = func(pollUntil int64) {
+		if pollUntil == 0 {
+			return
+		}
+		imx6ul.ARM.SetAlarm(pollUntil)
+		imx6ul.ARM.WaitInterrupt()
+	}
+
+	arm.ServiceInterrupts(func() {
+		switch irq := imx6ul.GIC.GetInterrupt(true); irq {
+		case arm.TIMER_IRQ:
+			imx6ul.ARM.SetAlarm(0)
+		case eth.IRQ:
+			receive(eth)
+		}
+	})
+}
+
+// receive acknowledges RXF before draining the ring, so a frame that lands
+// after the last pop raises the interrupt again instead of waiting for the
+// next one.
+func receive(eth *enet.ENET) {
+	eth.ClearInterrupt(enet.IRQ_RXF)
+	for buf := eth.Rx(); buf != nil; buf = eth.Rx() {
+		eth.RxHandler(buf)
+	}
+}

@@ -1,0 +1,180 @@
+// Package cmdline turns the boot command line into parameters.
+//
+// Under QEMU the command line arrives through semihosting SYS_GET_CMDLINE,
+// which returns the image name followed by the -append text. yolk's own
+// parameters are whitespace-separated key=value words, like the kernel's;
+// a bare word is a boolean flag (key=true). Values may be double-quoted to
+// hold spaces. Every key a scenario reads has a default, so booting with no
+// -append at all runs the default scenario.
+package cmdline
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxLen bounds the command line yolk accepts; the semihosting buffer is
+// this big.
+const MaxLen = 4096
+
+// Params are the parsed key=value parameters. Later keys override earlier
+// ones, as on Linux.
+type Params struct {
+	m map[string]string
+}
+
+// Defaults are applied by Parse for keys the command line does not set.
+var Defaults = map[string]string{
+	"scenario": "selftest",
+}
+
+// Parse splits s into words and those into parameters. When skipImage is
+// set, the first word is taken to be the image name that QEMU puts in front
+// of the -append text and is dropped.
+func Parse(s string, skipImage bool) (Params, error) {
+	p := Params{m: make(map[string]string, len(Defaults))}
+	for k, v := range Defaults {
+		p.m[k] = v
+	}
+	if len(s) > MaxLen {
+		return p, fmt.Errorf("cmdline: %d bytes, longer than %d", len(s), MaxLen)
+	}
+	words, err := split(s)
+	if err != nil {
+		return p, err
+	}
+	if skipImage && len(words) > 0 && !strings.Contains(words[0], "=") {
+		words = words[1:]
+	}
+	for _, w := range words {
+		k, v, ok := strings.Cut(w, "=")
+		if !ok {
+			v = "true"
+		}
+		if !validKey(k) {
+			return p, fmt.Errorf("cmdline: bad parameter name %q", k)
+		}
+		p.m[k] = v
+	}
+	return p, nil
+}
+
+func validKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// split breaks s at unquoted whitespace. A double-quoted stretch may hold
+// spaces and the escapes of a Go string literal.
+func split(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+			i++
+		case c == '"':
+			q, err := strconv.QuotedPrefix(s[i:])
+			if err != nil {
+				return nil, fmt.Errorf("cmdline: unterminated or malformed quote at byte %d", i)
+			}
+			u, _ := strconv.Unquote(q)
+			cur.WriteString(u)
+			inWord = true
+			i += len(q)
+		case c == 0:
+			// Semihosting hands back a NUL-terminated buffer.
+			i = len(s)
+		default:
+			cur.WriteByte(c)
+			inWord = true
+			i++
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}
+
+// Has reports whether key is set (by default or on the command line).
+func (p Params) Has(key string) bool {
+	_, ok := p.m[key]
+	return ok
+}
+
+// String returns the value of key, or def when it is not set.
+func (p Params) String(key, def string) string {
+	if v, ok := p.m[key]; ok {
+		return v
+	}
+	return def
+}
+
+// Int returns key as an integer (decimal, or 0x hex), or def when unset.
+func (p Params) Int(key string, def int) (int, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 0, 0)
+	if err != nil {
+		return def, fmt.Errorf("cmdline: %s=%q is not an integer", key, v)
+	}
+	return int(n), nil
+}
+
+// Duration returns key as a Go duration (e.g. 5s, 250ms), or def when unset.
+func (p Params) Duration(key string, def time.Duration) (time.Duration, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return def, fmt.Errorf("cmdline: %s=%q is not a duration", key, v)
+	}
+	return d, nil
+}
+
+// Bool returns key as a boolean, or def when unset.
+func (p Params) Bool(key string, def bool) (bool, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("cmdline: %s=%q is not a boolean", key, v)
+	}
+	return b, nil
+}
+
+// Keys returns the parameter names in sorted order.
+func (p Params) Keys() []string {
+	keys := make([]string, 0, len(p.m))
+	for k := range p.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,80 @@
+package cmdline
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultsWhenEmpty(t *testing.T) {
+	for _, s := range []string{"", "yolk.elf", "build/yolk-mx6ullevk.elf\x00garbage"} {
+		p, err := Parse(s, true)
+		require.NoError(t, err, s)
+		assert.Equal(t, "selftest", p.String("scenario", ""), s)
+		assert.Equal(t, []string{"scenario"}, p.Keys(), s)
+	}
+}
+
+func TestParseQEMUStyle(t *testing.T) {
+	p, err := Parse("build/yolk.elf scenario=selftest host=10.0.2.2:4242 verbose timeout=3s n=0x10", true)
+	require.NoError(t, err)
+	assert.Equal(t, "selftest", p.String("scenario", ""))
+	assert.Equal(t, "10.0.2.2:4242", p.String("host", ""))
+	v, err := p.Bool("verbose", false)
+	require.NoError(t, err)
+	assert.True(t, v)
+	d, err := p.Duration("timeout", time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, 3*time.Second, d)
+	n, err := p.Int("n", 0)
+	require.NoError(t, err)
+	assert.Equal(t, 16, n)
+	assert.Equal(t, "dflt", p.String("absent", "dflt"))
+}
+
+func TestLaterOverridesAndQuotes(t *testing.T) {
+	p, err := Parse(`img scenario=a scenario=b msg="hello world" esc="a\"b"`, true)
+	require.NoError(t, err)
+	assert.Equal(t, "b", p.String("scenario", ""))
+	assert.Equal(t, "hello world", p.String("msg", ""))
+	assert.Equal(t, `a"b`, p.String("esc", ""))
+}
+
+func TestFirstWordKeptWhenItIsAParameter(t *testing.T) {
+	p, err := Parse("scenario=x", true)
+	require.NoError(t, err)
+	assert.Equal(t, "x", p.String("scenario", ""))
+}
+
+func TestBadInput(t *testing.T) {
+	for _, s := range []string{`img msg="open`, "img =v", "img k$y=1", strings.Repeat("a", MaxLen+1)} {
+		_, err := Parse(s, true)
+		assert.Error(t, err, s)
+	}
+	p, err := Parse("img n=ten d=forever b=maybe", true)
+	require.NoError(t, err)
+	_, err = p.Int("n", 1)
+	assert.ErrorContains(t, err, `n="ten"`)
+	_, err = p.Duration("d", 1)
+	assert.Error(t, err)
+	_, err = p.Bool("b", false)
+	assert.Error(t, err)
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("img scenario=selftest host=10.0.2.2:1")
+	f.Add(`img a="b c" d`)
+	f.Add("\x00\"")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Parse(s, true)
+		if err != nil {
+			return
+		}
+		for _, k := range p.Keys() {
+			require.True(t, validKey(k), "accepted bad key %q", k)
+		}
+	})
+}

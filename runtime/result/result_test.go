@@ -1,0 +1,67 @@
+package result
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRoundTrip(t *testing.T) {
+	l := New("check", "name", "echo", "ok", true, "err", `dial tcp 10.0.2.2:1: connection "refused"`, "empty", "")
+	s := l.String()
+	assert.Equal(t, `yolk: check name=echo ok=true err="dial tcp 10.0.2.2:1: connection \"refused\"" empty=""`, s)
+	got, err := Parse(s + "\r\n")
+	require.NoError(t, err)
+	assert.Equal(t, l, got)
+	assert.Equal(t, "true", got.Value("ok"))
+	_, ok := got.Get("missing")
+	assert.False(t, ok)
+}
+
+func TestNotResultLines(t *testing.T) {
+	for _, s := range []string{"", "panic: runtime error", "yolk:banner", "  yolk:"} {
+		_, err := Parse(s)
+		assert.ErrorIs(t, err, ErrNotResult, s)
+	}
+}
+
+func TestGarbageBeforePrefixIsSkipped(t *testing.T) {
+	l, err := Parse("\x1b[0m?yolk: exit code=3")
+	require.NoError(t, err)
+	assert.Equal(t, "exit", l.Event)
+	assert.Equal(t, "3", l.Value("code"))
+}
+
+func TestMalformed(t *testing.T) {
+	for _, s := range []string{
+		"yolk: ",
+		"yolk: Bad!",
+		"yolk: ev key",
+		"yolk: ev =v",
+		`yolk: ev k="open`,
+		`yolk: ev k="a"b`,
+		`yolk: ev k=a"b`,
+		"yolk: ev k=\x01",
+	} {
+		_, err := Parse(s)
+		require.Error(t, err, s)
+		assert.False(t, errors.Is(err, ErrNotResult), s)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(`yolk: check name=x ok=false err="a b"`)
+	f.Add("yolk: mem name=pool start=0x88000000")
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := Parse(s)
+		if err != nil {
+			return
+		}
+		// Whatever parses re-renders to something that parses to the same.
+		again, err := Parse(l.String())
+		require.NoError(t, err)
+		require.Equal(t, l, again)
+	})
+}

@@ -24,6 +24,11 @@ import (
 // Version is the yolk release, printed in the banner.
 const Version = "0.1.0-dev"
 
+// builtinCmdline holds boot parameters baked in at build time (make
+// CMDLINE='k=v ...'); an emulator's command line is laid over it. It is
+// how a board without a debugger gets its parameters.
+var builtinCmdline string
+
 // machine is what a board package provides; board_*.go selects one.
 type machine interface {
 	Info() board.Info
@@ -52,13 +57,16 @@ func main() {
 		exit(out, scenario.ExitUsage, fmt.Errorf("board init: %w", err))
 	}
 
-	raw, ok, err := hw.Cmdline()
+	params, err := cmdline.Parse(builtinCmdline, false)
 	if err != nil {
-		exit(out, scenario.ExitUsage, err)
+		exit(out, scenario.ExitUsage, fmt.Errorf("built-in %w", err))
 	}
-	params, err := cmdline.Parse(raw, ok)
-	if err != nil {
+	if raw, ok, err := hw.Cmdline(); err != nil {
 		exit(out, scenario.ExitUsage, err)
+	} else if ok {
+		if err := params.Add(raw, true); err != nil {
+			exit(out, scenario.ExitUsage, err)
+		}
 	}
 	kv := []any{}
 	for _, k := range params.Keys() {

@@ -11,6 +11,7 @@ package board
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -63,9 +64,11 @@ type MemoryMap struct {
 	Pool    Region
 }
 
-// Regions returns the carve-outs in address order of their roles.
+// Regions returns the carve-outs in address order.
 func (m MemoryMap) Regions() []Region {
-	return []Region{m.Runtime, m.DMA, m.Pool}
+	rs := []Region{m.Runtime, m.DMA, m.Pool}
+	sort.SliceStable(rs, func(i, j int) bool { return rs[i].Start < rs[j].Start })
+	return rs
 }
 
 // PoolAlign is the alignment required of the pool's start and end: 1 MiB,

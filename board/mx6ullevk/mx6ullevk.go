@@ -4,7 +4,7 @@ package mx6ullevk
 
 import (
 	"errors"
-	"unsafe"
+	_ "unsafe" // for go:linkname
 
 	"github.com/usbarmory/tamago/arm"
 	_ "github.com/usbarmory/tamago/board/nxp/mx6ullevk" // clocks, UART1 console, ENET PHY
@@ -52,12 +52,8 @@ func initMemory(m board.MemoryMap) error {
 	return nil
 }
 
-// Pool returns the managed pool as a byte slice over physical memory. The
-// MMU maps DDR flat, so the physical address is the virtual one.
-func (machine) Pool() []byte {
-	p := Layout.Memory.Pool
-	return unsafe.Slice((*byte)(unsafe.Pointer(uintptr(p.Start))), p.Size)
-}
+// Pool returns the managed pool as a byte slice over flat-mapped DDR.
+func (machine) Pool() []byte { return Layout.Memory.Pool.Bytes() }
 
 // Ethernet returns ENET1, the controller QEMU attaches the first -net nic
 // to and the EVK's first RJ45 port.

@@ -4,7 +4,7 @@ package usbarmory
 
 import (
 	"errors"
-	"unsafe"
+	_ "unsafe" // for go:linkname
 
 	"github.com/usbarmory/tamago/arm"
 	"github.com/usbarmory/tamago/board/usbarmory/mk2" // UART2 console, PMIC, LEDs
@@ -50,10 +50,7 @@ func (machine) Init() error {
 }
 
 // Pool returns the managed pool as a byte slice (flat-mapped DDR).
-func (machine) Pool() []byte {
-	p := Layout.Memory.Pool
-	return unsafe.Slice((*byte)(unsafe.Pointer(uintptr(p.Start))), p.Size)
-}
+func (machine) Pool() []byte { return Layout.Memory.Pool.Bytes() }
 
 // Ethernet returns the Ethernet controller: ENET2 on the UA-MKII-LAN (the
 // only Mk II with a PHY; the others use the i.MX6ULZ, which has no ENET),

@@ -39,27 +39,38 @@ func Parse(s string, skipImage bool) (Params, error) {
 	for k, v := range Defaults {
 		p.m[k] = v
 	}
+	return p, p.Add(s, skipImage)
+}
+
+// Add parses s on top of p: its keys override those already set. The
+// image uses it to lay the emulator's command line over the one built
+// into the image. On error p is unchanged.
+func (p Params) Add(s string, skipImage bool) error {
 	if len(s) > MaxLen {
-		return p, fmt.Errorf("cmdline: %d bytes, longer than %d", len(s), MaxLen)
+		return fmt.Errorf("cmdline: %d bytes, longer than %d", len(s), MaxLen)
 	}
 	words, err := split(s)
 	if err != nil {
-		return p, err
+		return err
 	}
 	if skipImage && len(words) > 0 && !strings.Contains(words[0], "=") {
 		words = words[1:]
 	}
+	kv := make([][2]string, 0, len(words))
 	for _, w := range words {
 		k, v, ok := strings.Cut(w, "=")
 		if !ok {
 			v = "true"
 		}
 		if !validKey(k) {
-			return p, fmt.Errorf("cmdline: bad parameter name %q", k)
+			return fmt.Errorf("cmdline: bad parameter name %q", k)
 		}
-		p.m[k] = v
+		kv = append(kv, [2]string{k, v})
 	}
-	return p, nil
+	for _, e := range kv {
+		p.m[e[0]] = e[1]
+	}
+	return nil
 }
 
 func validKey(k string) bool {

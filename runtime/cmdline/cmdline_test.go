@@ -78,3 +78,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAddLaysOverBuiltin(t *testing.T) {
+	p, err := Parse("scenario=sleep duration=1s host=10.0.0.1:7", false)
+	require.NoError(t, err)
+	require.NoError(t, p.Add("build/yolk.elf duration=2s", true))
+	assert.Equal(t, "sleep", p.String("scenario", ""))
+	assert.Equal(t, "2s", p.String("duration", ""))
+	assert.Equal(t, "10.0.0.1:7", p.String("host", ""))
+	// A bad overlay changes nothing.
+	require.Error(t, p.Add(`img duration=3s bad"`, true))
+	assert.Equal(t, "2s", p.String("duration", ""))
+	require.Error(t, p.Add(`img duration=3s =x`, true))
+	assert.Equal(t, "2s", p.String("duration", ""))
+}

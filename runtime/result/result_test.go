@@ -65,3 +65,27 @@ func FuzzParse(f *testing.F) {
 		require.Equal(t, l, again)
 	})
 }
+
+// The console protocol runs on the image's only core between every check;
+// keep it cheap. Reported as ns/line (the harness parses every line).
+func BenchmarkParse(b *testing.B) {
+	s := New("check", "name", "echo", "ok", true, "host", "10.0.2.2:40000", "rtt_us", 37788, "err", "a b c").String()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
+}
+
+func BenchmarkFormat(b *testing.B) {
+	l := New("mem", "name", "pool", "start", "0x88000000", "end", "0x9fc00000", "size", "380MiB")
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n += len(l.String())
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
+	b.ReportMetric(float64(n)/float64(b.N), "bytes/line")
+}

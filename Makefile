@@ -1,0 +1,133 @@
+# yolk: build, boot and test the image.
+#
+#   make qemu                 build the image and boot it in QEMU (selftest)
+#   make qemu APPEND='k=v'    ...with extra boot parameters
+#   make test                 gofmt, go vet, host tests (-race), QEMU tests
+#   make image TARGET=usbarmory / make imx TARGET=usbarmory [CMDLINE='k=v']
+#   make bench
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := image
+
+GO       ?= go
+TARGET   ?= mx6ullevk
+BUILD    ?= build
+IMAGE    ?= $(BUILD)/yolk-$(TARGET).elf
+BIN      ?= $(BUILD)/yolk-$(TARGET).bin
+IMX      ?= $(BUILD)/yolk-$(TARGET).imx
+APPEND   ?=
+# Boot parameters built into the image, for boards without semihosting.
+CMDLINE  ?=
+QEMU_TIMEOUT ?= 120s
+
+# TamaGo loads the image at ramStart + 64 KiB (the first 64 KiB hold its
+# vector table and page tables); -R 0x1000 aligns sections to 4 KiB.
+TEXT_START := 0x80010000
+LDFLAGS     = -T $(TEXT_START) -R 0x1000 $(if $(CMDLINE),-X 'main.builtinCmdline=$(CMDLINE)')
+TAGS       := $(TARGET),linkramsize
+GOENV      := GOOS=tamago GOOSPKG=github.com/usbarmory/tamago GOARCH=arm GOARM=7
+
+# The TamaGo Go distribution: `go tool tamago` (the tool directive in go.mod)
+# runs it from the user cache directory, named after the tamago module
+# version. It is never built or fetched by this Makefile.
+TAMAGO_MOD  = $(shell $(GO) list -m -f '{{.Version}}' github.com/usbarmory/tamago)
+TAMAGO_GO   = tamago-go$(patsubst v%,%,$(TAMAGO_MOD))
+TAMAGO_ROOT = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tamago-go/$(TAMAGO_GO)
+# `go tool -n` only prints the tool's path: the tool itself must run with
+# GOOS=tamago in its environment, which the host go command rejects.
+TAMAGO      = $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
+TAMAGO_DIR  = $(shell $(GO) list -m -f '{{.Dir}}' github.com/usbarmory/tamago)
+
+ifeq ($(TARGET),usbarmory)
+IMXCFG = $(TAMAGO_DIR)/board/usbarmory/mk2/imximage.cfg
+else ifeq ($(TARGET),mx6ullevk)
+IMXCFG = $(TAMAGO_DIR)/board/nxp/mx6ullevk/imximage.cfg
+else
+$(error TARGET=$(TARGET) is not a board: use mx6ullevk or usbarmory)
+endif
+
+# Debian packages for each host command the targets use.
+PKG_qemu-system-arm       := qemu-system-arm
+PKG_mkimage               := u-boot-tools
+PKG_arm-none-eabi-objcopy := binutils-arm-none-eabi
+
+.PHONY: image imx qemu test check-fmt vet test-host test-qemu bench deps clean check-toolchain
+
+check-toolchain:
+	@test -x "$(TAMAGO_ROOT)/bin/go" || { \
+	  echo "yolk: cannot build the image: the TamaGo toolchain $(TAMAGO_GO) is missing; go tool tamago expects it at $(TAMAGO_ROOT) (see README, \"The TamaGo toolchain\")." >&2; \
+	  exit 1; }
+
+image: check-toolchain
+	@mkdir -p $(dir $(IMAGE))
+	$(GOENV) $(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE) .
+
+# A raw binary of the loadable sections, then an i.MX boot image: IVT, boot
+# data and the board's DCD (DDR setup) from TamaGo's imximage.cfg, made by
+# mkimage; the IVT entry is then set to the ELF entry point.
+imx: image
+	@$(MAKE) --no-print-directory deps CMDS="arm-none-eabi-objcopy mkimage"
+	arm-none-eabi-objcopy -j .text -j .rodata -j .shstrtab -j .typelink \
+	  -j .itablink -j .gopclntab -j .go.buildinfo -j .go.module -j .noptrdata -j .data \
+	  -j .bss --set-section-flags .bss=alloc,load,contents \
+	  -j .noptrbss --set-section-flags .noptrbss=alloc,load,contents \
+	  $(IMAGE) -O binary $(BIN)
+	mkimage -n $(IMXCFG) -T imximage -e $(TEXT_START) -d $(BIN) $(IMX)
+	dd if=$(IMAGE) of=$(IMX) bs=1 count=4 skip=24 seek=4 conv=notrunc status=none
+	@echo "yolk: $(IMX) is ready (see README for writing it to a microSD card)"
+
+qemu: image
+	@$(MAKE) --no-print-directory deps CMDS=qemu-system-arm
+	$(GO) run ./qemu/cmd/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) $(APPEND)
+
+test: check-fmt vet test-host test-qemu
+
+check-fmt:
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Every package but the QEMU end-to-end tests in ./tests.
+test-host:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
+
+# The QEMU end-to-end tests need the TamaGo toolchain to build the images.
+test-qemu:
+	@if [ ! -x "$(TAMAGO_ROOT)/bin/go" ]; then \
+	  echo "SKIP: QEMU tests: the TamaGo toolchain $(TAMAGO_GO) is not installed at $(TAMAGO_ROOT), so no image can be built."; \
+	else \
+	  set -e; \
+	  $(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy"; \
+	  $(MAKE) --no-print-directory image TARGET=mx6ullevk; \
+	  $(MAKE) --no-print-directory imx TARGET=usbarmory; \
+	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/...; \
+	  YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
+	  YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
+	    $(GO) test -race -count=1 -v -timeout 15m ./tests/; \
+	fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx 'yolk/tests')
+
+# Install the Debian packages behind CMDS (default: all) when they are
+# missing: with apt-get as root, else name them and fail.
+CMDS ?= qemu-system-arm mkimage arm-none-eabi-objcopy
+deps:
+	@missing=""; for c in $(CMDS); do \
+	  command -v $$c >/dev/null || missing="$$missing $$(make -s --no-print-directory pkg-$$c)"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "yolk: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "yolk: missing Debian packages:$$missing (install them with apt-get as root)" >&2; exit 1; \
+	fi
+
+pkg-%:
+	@echo $(PKG_$*)
+
+clean:
+	rm -rf $(BUILD)

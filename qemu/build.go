@@ -1,0 +1,73 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// TamaGoVersion is the TamaGo Go distribution that builds the image. It
+// follows the tamago module version in go.mod (v1.26.0 → tamago-go1.26.0),
+// the rule github.com/usbarmory/tamago/cmd/tamago applies.
+const TamaGoVersion = "tamago-go1.26.0"
+
+// TamaGoRoot returns where cmd/tamago looks for the distribution: under
+// the user cache directory, tamago-go/VERSION.
+func TamaGoRoot() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(cache, "tamago-go", TamaGoVersion), nil
+}
+
+// CheckToolchain returns nil when images can be built here, or an error
+// that says in one sentence what is missing and where it is expected.
+func CheckToolchain() error {
+	root, err := TamaGoRoot()
+	if err != nil {
+		return fmt.Errorf("TamaGo toolchain %s: no user cache directory: %w", TamaGoVersion, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "go")); err != nil {
+		return fmt.Errorf("TamaGo toolchain %s not found: expected %s/bin/go (see README, \"The TamaGo toolchain\")", TamaGoVersion, root)
+	}
+	return nil
+}
+
+// ModuleRoot walks up from the working directory to yolk's go.mod.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module yolk\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("qemu: not inside the yolk module")
+		}
+		dir = parent
+	}
+}
+
+// Make runs a make target in the module root with VAR=value arguments. The
+// Makefile is the one recipe for images, so tests build exactly what
+// `make image` and `make imx` build.
+func Make(ctx context.Context, target string, vars ...string) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "make", append([]string{"-C", root, "--no-print-directory", target}, vars...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("make %s %v: %w\n%s", target, vars, err, out)
+	}
+	return nil
+}

@@ -1,0 +1,250 @@
+// Package qemu is the host-side harness that boots yolk images under
+// qemu-system-arm and reads what they say.
+//
+// Boot starts any host services a scenario needs (on loopback ports it
+// picks; QEMU user networking shows the host's loopback to the guest as
+// 10.0.2.2), boots the image with those services' parameters appended to
+// the command line, streams the console line by line, parses the yolk:
+// result lines (package yolk/runtime/result), enforces a deadline, and
+// returns the QEMU process's exit status, which the image sets through
+// semihosting to its scenario's verdict.
+//
+// A run that misses its deadline is killed; the error carries the last
+// console lines, so a hung image is diagnosed from the test log alone.
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"yolk/runtime/result"
+)
+
+// Target says how QEMU boots one board's image.
+type Target struct {
+	Name    string
+	Machine string
+	CPU     string
+	// ConsoleUART is the index of the UART the board prints on (0 for
+	// UART1, 1 for UART2); the other serial port goes to null.
+	ConsoleUART int
+}
+
+// Targets are the boards QEMU can boot. Both run on the mcimx6ul-evk
+// model: the USB armory Mk II image finds ENET1 under emulation and prints
+// on UART2.
+var Targets = map[string]Target{
+	"mx6ullevk": {Name: "mx6ullevk", Machine: "mcimx6ul-evk", CPU: "cortex-a7", ConsoleUART: 0},
+	"usbarmory": {Name: "usbarmory", Machine: "mcimx6ul-evk", CPU: "cortex-a7", ConsoleUART: 1},
+}
+
+// Config describes one boot.
+type Config struct {
+	Image  string // ELF image (required)
+	Target string // key of Targets; mx6ullevk when empty
+	QEMU   string // emulator binary; qemu-system-arm when empty
+	Memory string // -m; 512M when empty
+	// Append holds key=value boot parameters, after the services' own.
+	Append []string
+	// Timeout bounds the whole run; 60s when zero.
+	Timeout time.Duration
+	// Services are started before and closed after the boot.
+	Services []Service
+	// Console, when set, receives every console line as it arrives.
+	Console io.Writer
+}
+
+// Service is something on the host that a scenario talks to.
+type Service interface {
+	// Start brings the service up and returns the boot parameters that
+	// tell the guest where it is (e.g. host=10.0.2.2:40123).
+	Start() ([]string, error)
+	Close() error
+}
+
+// GuestHostAddr is how a guest on QEMU user networking reaches the host's
+// loopback interface.
+const GuestHostAddr = "10.0.2.2"
+
+// Run is the outcome of one boot.
+type Run struct {
+	Args     []string      // the QEMU command line
+	ExitCode int           // QEMU's exit status (-1 if killed)
+	Lines    []string      // every console line
+	Results  []result.Line // the yolk: lines among them
+	Banner   time.Duration // QEMU start to the banner line; 0 if none
+	Elapsed  time.Duration // QEMU start to exit
+	TimedOut bool
+	Stderr   string
+}
+
+// Find returns the first result line of an event whose fields include all
+// the given key/value pairs.
+func (r *Run) Find(event string, kv ...string) (result.Line, bool) {
+next:
+	for _, l := range r.Results {
+		if l.Event != event {
+			continue
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if l.Value(kv[i]) != kv[i+1] {
+				continue next
+			}
+		}
+		return l, true
+	}
+	return result.Line{}, false
+}
+
+// Tail returns the last n console lines, for error messages.
+func (r *Run) Tail(n int) string {
+	lines := r.Lines
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Args returns the QEMU arguments for cfg (without the binary).
+func Args(cfg Config, appendLine string) ([]string, error) {
+	name := cfg.Target
+	if name == "" {
+		name = "mx6ullevk"
+	}
+	t, ok := Targets[name]
+	if !ok {
+		return nil, fmt.Errorf("qemu: unknown target %q", name)
+	}
+	if cfg.Image == "" {
+		return nil, errors.New("qemu: no image")
+	}
+	mem := cfg.Memory
+	if mem == "" {
+		mem = "512M"
+	}
+	serial := [2]string{"null", "null"}
+	serial[t.ConsoleUART] = "stdio"
+	args := []string{
+		"-machine", t.Machine, "-cpu", t.CPU, "-m", mem,
+		"-nographic", "-monitor", "none", "-semihosting",
+		"-serial", serial[0], "-serial", serial[1],
+		"-net", "nic,model=imx.enet,netdev=net0", "-netdev", "user,id=net0",
+	}
+	if appendLine != "" {
+		args = append(args, "-append", appendLine)
+	}
+	return append(args, "-kernel", cfg.Image), nil
+}
+
+// Boot runs one image to completion. A non-zero exit status is not an
+// error: it is the scenario's verdict, in Run.ExitCode. Errors are for
+// runs that did not complete: QEMU failed to start, the deadline passed,
+// or QEMU exited without the image reporting an exit (a crash, a bad
+// option), or with a status other than the one the image reported.
+func Boot(ctx context.Context, cfg Config) (*Run, error) {
+	var params []string
+	for _, s := range cfg.Services {
+		p, err := s.Start()
+		if err != nil {
+			return nil, fmt.Errorf("qemu: starting host service: %w", err)
+		}
+		defer s.Close()
+		params = append(params, p...)
+	}
+	params = append(params, cfg.Append...)
+	args, err := Args(cfg, strings.Join(params, " "))
+	if err != nil {
+		return nil, err
+	}
+
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	bin := cfg.QEMU
+	if bin == "" {
+		bin = "qemu-system-arm"
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = 2 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+
+	run := &Run{Args: append([]string{bin}, args...), ExitCode: -1}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return run, fmt.Errorf("qemu: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readConsole(stdout, run, start, cfg.Console)
+	}()
+	wg.Wait()
+	waitErr := cmd.Wait()
+	run.Elapsed = time.Since(start)
+	run.Stderr = stderr.String()
+	if cmd.ProcessState != nil {
+		run.ExitCode = cmd.ProcessState.ExitCode()
+	}
+
+	if ctx.Err() != nil {
+		run.TimedOut = true
+		return run, fmt.Errorf("qemu: killed after %v without exiting; last console lines:\n%s", timeout, run.Tail(20))
+	}
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		return run, fmt.Errorf("qemu: %w", waitErr)
+	}
+	reported, ok := run.Find("exit")
+	if !ok {
+		return run, fmt.Errorf("qemu: exited with status %d before the image reported an exit; stderr: %s; last console lines:\n%s",
+			run.ExitCode, strings.TrimSpace(run.Stderr), run.Tail(20))
+	}
+	if code, err := strconv.Atoi(reported.Value("code")); err != nil || code != run.ExitCode {
+		return run, fmt.Errorf("qemu: image reported exit code %q but QEMU exited with %d", reported.Value("code"), run.ExitCode)
+	}
+	return run, nil
+}
+
+// readConsole splits the console into lines, keeps them, and parses the
+// result lines. Malformed result lines are kept as console text only.
+func readConsole(r io.Reader, run *Run, start time.Time, mirror io.Writer) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		run.Lines = append(run.Lines, line)
+		if mirror != nil {
+			fmt.Fprintln(mirror, line)
+		}
+		l, err := result.Parse(line)
+		if err != nil {
+			continue
+		}
+		if l.Event == "banner" && run.Banner == 0 {
+			run.Banner = time.Since(start)
+		}
+		run.Results = append(run.Results, l)
+	}
+	// Drain whatever is left so QEMU never blocks on a full pipe.
+	io.Copy(io.Discard, r)
+}

@@ -1,0 +1,127 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestArgsAreTheKnownGoodLine(t *testing.T) {
+	args, err := Args(Config{Image: "yolk.elf"}, "scenario=selftest host=10.0.2.2:1")
+	require.NoError(t, err)
+	assert.Equal(t, "-machine mcimx6ul-evk -cpu cortex-a7 -m 512M -nographic -monitor none -semihosting "+
+		"-serial stdio -serial null -net nic,model=imx.enet,netdev=net0 -netdev user,id=net0 "+
+		"-append scenario=selftest host=10.0.2.2:1 -kernel yolk.elf", strings.Join(args, " "))
+
+	args, err = Args(Config{Image: "ua.elf", Target: "usbarmory", Memory: "1G"}, "")
+	require.NoError(t, err)
+	joined := strings.Join(args, " ")
+	assert.Contains(t, joined, "-serial null -serial stdio", "USB armory prints on UART2")
+	assert.Contains(t, joined, "-m 1G")
+	assert.NotContains(t, joined, "-append")
+
+	_, err = Args(Config{Image: "x", Target: "pi"}, "")
+	assert.ErrorContains(t, err, `unknown target "pi"`)
+	_, err = Args(Config{}, "")
+	assert.Error(t, err)
+}
+
+func TestEchoServer(t *testing.T) {
+	e := &EchoServer{IdleTimeout: 5 * time.Second}
+	params, err := e.Start()
+	require.NoError(t, err)
+	defer e.Close()
+	_, port, _ := net.SplitHostPort(e.Addr())
+	assert.Equal(t, []string{"host=10.0.2.2:" + port}, params)
+
+	c, err := net.Dial("tcp", e.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("ping\n"))
+	require.NoError(t, err)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, "ping\n", line)
+	require.Eventually(t, func() bool { return e.Echoed() == 5 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestEchoServerWrongPortAndClose(t *testing.T) {
+	e := &EchoServer{Param: "echo", Port: 9}
+	params, err := e.Start()
+	require.NoError(t, err)
+	assert.Equal(t, []string{"echo=10.0.2.2:9"}, params)
+
+	c, err := net.Dial("tcp", e.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- e.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return with a connection open")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "open connections are closed by Close")
+}
+
+func TestReadConsoleParsesResultLines(t *testing.T) {
+	console := "TamaGo boot\r\nyolk: banner board=x\r\nyolk: Broken!\r\nyolk: exit code=3\r\npartial"
+	run := &Run{}
+	readConsole(strings.NewReader(console), run, time.Now(), nil)
+	assert.Equal(t, []string{"TamaGo boot", "yolk: banner board=x", "yolk: Broken!", "yolk: exit code=3", "partial"}, run.Lines)
+	require.Len(t, run.Results, 2, "the malformed line is console text, not a result")
+	assert.NotZero(t, run.Banner)
+	l, ok := run.Find("exit", "code", "3")
+	assert.True(t, ok)
+	assert.Equal(t, "3", l.Value("code"))
+	_, ok = run.Find("exit", "code", "4")
+	assert.False(t, ok)
+	assert.Equal(t, "yolk: exit code=3\npartial", run.Tail(2))
+}
+
+func TestBootReportsAMissingEmulator(t *testing.T) {
+	_, err := Boot(context.Background(), Config{Image: "x.elf", QEMU: filepath.Join(t.TempDir(), "no-qemu-here")})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no-qemu-here")
+}
+
+func TestBootClosesServicesOnFailure(t *testing.T) {
+	e := &EchoServer{}
+	_, err := Boot(context.Background(), Config{Image: "x.elf", QEMU: filepath.Join(t.TempDir(), "none"), Services: []Service{e}})
+	require.Error(t, err)
+	_, err = net.Dial("tcp", e.Addr())
+	assert.Error(t, err, "the echo server outlived the run")
+}
+
+// The toolchain version follows the tamago module version in go.mod the
+// way cmd/tamago derives it; a bump of one without the other breaks builds.
+func TestTamaGoVersionMatchesGoMod(t *testing.T) {
+	root, err := ModuleRoot()
+	require.NoError(t, err)
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^\s*github.com/usbarmory/tamago (v\S+)`).FindSubmatch(gomod)
+	require.NotNil(t, m, "tamago not required in go.mod")
+	assert.Equal(t, "tamago-go"+strings.TrimPrefix(string(m[1]), "v"), TamaGoVersion)
+	assert.Contains(t, string(gomod), "tool github.com/usbarmory/tamago/cmd/tamago")
+}
+
+func TestCheckToolchainNamesWhereItLooked(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	err := CheckToolchain()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), TamaGoVersion)
+	assert.Contains(t, err.Error(), filepath.Join(os.Getenv("XDG_CACHE_HOME"), "tamago-go", TamaGoVersion))
+}

@@ -1,0 +1,248 @@
+// Package tests holds yolk's end-to-end tests: real images booted under
+// qemu-system-arm by the harness in yolk/qemu, talking TCP to servers the
+// tests start on loopback.
+//
+// The images come from YOLK_IMAGE (mx6ullevk), YOLK_IMAGE_USBARMORY and
+// YOLK_IMX, which `make test` sets after building them; when unset, the
+// tests build them with the Makefile. Without the TamaGo toolchain no image
+// can be built and every test here is skipped with that reason.
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"yolk/board"
+	"yolk/board/mx6ullevk"
+	"yolk/board/usbarmory"
+	"yolk/qemu"
+	"yolk/runtime/result"
+)
+
+var (
+	buildDir  string
+	buildOnce sync.Map // make target+vars → *artifact
+)
+
+type artifact struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "yolk-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needImage returns the artifact named by env, building it with `make
+// makeTarget` when the variable is unset. It skips the test, saying why,
+// when the TamaGo toolchain is absent, and fails it when QEMU is missing.
+func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		if !filepath.IsAbs(p) {
+			root, err := qemu.ModuleRoot()
+			require.NoError(t, err)
+			p = filepath.Join(root, p)
+		}
+		return p
+	}
+	if err := qemu.CheckToolchain(); err != nil {
+		t.Skipf("SKIP: %v", err)
+	}
+	out := filepath.Join(buildDir, "yolk-"+boardTarget+ext)
+	a, _ := buildOnce.LoadOrStore(out, &artifact{})
+	art := a.(*artifact)
+	art.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		vars := []string{"TARGET=" + boardTarget, "BUILD=" + buildDir}
+		art.err = qemu.Make(ctx, makeTarget, vars...)
+		art.path = out
+	})
+	require.NoError(t, art.err)
+	return art.path
+}
+
+func needQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-arm"); err != nil {
+		t.Fatalf("qemu-system-arm is not installed (make deps installs it): %v", err)
+	}
+}
+
+func evkImage(t *testing.T) string {
+	img := needImage(t, "YOLK_IMAGE", "image", "mx6ullevk", ".elf")
+	needQEMU(t)
+	return img
+}
+
+func boot(t *testing.T, cfg qemu.Config) *qemu.Run {
+	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 90 * time.Second
+	}
+	run, err := qemu.Boot(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Logf("boot-to-banner %v, run %v, QEMU exit status %d", run.Banner.Round(time.Millisecond), run.Elapsed.Round(time.Millisecond), run.ExitCode)
+	return run
+}
+
+func check(t *testing.T, run *qemu.Run, name string) result.Line {
+	t.Helper()
+	l, ok := run.Find("check", "name", name)
+	require.True(t, ok, "no check %s in:\n%s", name, run.Tail(30))
+	return l
+}
+
+func TestSelftestEchoesThroughGVisor(t *testing.T) {
+	echo := &qemu.EchoServer{}
+	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}})
+	require.Equal(t, 0, run.ExitCode, run.Tail(30))
+
+	v, ok := run.Find("result")
+	require.True(t, ok)
+	assert.Equal(t, "pass", v.Value("status"))
+	for _, c := range []string{"memmap", "pool-size", "pool-rw", "echo"} {
+		assert.Equal(t, "true", check(t, run, c).Value("ok"), c)
+	}
+	// The round trip is asserted on the host side too: the nonce (32 hex
+	// digits and a newline) went through the server.
+	assert.Equal(t, int64(33), echo.Echoed())
+	net, ok := run.Find("net", "up", "true")
+	require.True(t, ok)
+	assert.Equal(t, "10.0.2.15/24", net.Value("ip"))
+	t.Logf("echo round trip in the guest: %sus", check(t, run, "echo").Value("rtt_us"))
+}
+
+func TestSelftestFailsOnWrongEchoPort(t *testing.T) {
+	// A port nothing listens on: the guest's dial is refused and the run
+	// must exit non-zero, and that status must reach the QEMU process.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+
+	echo := &qemu.EchoServer{Port: closed}
+	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}, Append: []string{"timeout=5s"}})
+	assert.Equal(t, 1, run.ExitCode)
+	c := check(t, run, "echo")
+	assert.Equal(t, "false", c.Value("ok"))
+	assert.Contains(t, c.Value("err"), "refused")
+	assert.Zero(t, echo.Echoed())
+	v, _ := run.Find("result")
+	assert.Equal(t, "fail", v.Value("status"))
+}
+
+func TestUnknownScenarioExitsWithUsageStatus(t *testing.T) {
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"scenario=no-such-thing"}})
+	assert.Equal(t, 2, run.ExitCode)
+	v, ok := run.Find("result", "status", "fail")
+	require.True(t, ok)
+	assert.Contains(t, v.Value("err"), "unknown scenario")
+}
+
+func TestBadCommandLineIsAnErrorNotAPanic(t *testing.T) {
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{`msg="unterminated`}})
+	assert.Equal(t, 2, run.ExitCode)
+	v, ok := run.Find("result", "status", "fail")
+	require.True(t, ok)
+	assert.Contains(t, v.Value("err"), "quote")
+}
+
+// The banner and memory map the image prints are the board's layout, and
+// that layout is valid.
+func TestBannerAndMemoryMap(t *testing.T) {
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"scenario=sleep", "duration=1ms"}})
+	require.Equal(t, 0, run.ExitCode, run.Tail(30))
+	b, ok := run.Find("banner")
+	require.True(t, ok)
+	assert.Equal(t, "mx6ullevk", b.Value("board"))
+	assert.Equal(t, "true", b.Value("emulated"))
+	assert.True(t, strings.HasPrefix(b.Value("go"), "go1.26"), b.Value("go"))
+
+	got := memoryMap(t, run)
+	require.NoError(t, got.Validate())
+	assert.Equal(t, mx6ullevk.Layout.Memory, got)
+	assert.GreaterOrEqual(t, got.Pool.Size, uint64(256<<20))
+}
+
+func memoryMap(t *testing.T, run *qemu.Run) board.MemoryMap {
+	t.Helper()
+	regions := map[string]board.Region{}
+	for _, l := range run.Results {
+		if l.Event != "mem" {
+			continue
+		}
+		start, err := strconv.ParseUint(l.Value("start"), 0, 64)
+		require.NoError(t, err)
+		end, err := strconv.ParseUint(l.Value("end"), 0, 64)
+		require.NoError(t, err)
+		size, err := board.ParseSize(l.Value("size"))
+		require.NoError(t, err)
+		require.Equal(t, end-start, size, "mem line %s", l)
+		regions[l.Value("name")] = board.Region{Name: l.Value("name"), Start: start, Size: size}
+	}
+	require.Len(t, regions, 4)
+	return board.MemoryMap{RAM: regions["ram"], Runtime: regions["runtime"], DMA: regions["dma"], Pool: regions["pool"]}
+}
+
+func TestDeadlineKillsAHungImage(t *testing.T) {
+	run, err := qemu.Boot(context.Background(), qemu.Config{
+		Image:   evkImage(t),
+		Append:  []string{"scenario=sleep", "duration=10m"},
+		Timeout: 5 * time.Second,
+	})
+	require.Error(t, err)
+	require.NotNil(t, run)
+	assert.True(t, run.TimedOut)
+	assert.Less(t, run.Elapsed, 30*time.Second, "QEMU was not killed promptly")
+	// The error shows the last console lines, so a hang is diagnosable.
+	assert.Contains(t, err.Error(), "scenario name=sleep")
+}
+
+func TestUSBArmoryImageBootsUnderQEMU(t *testing.T) {
+	img := needImage(t, "YOLK_IMAGE_USBARMORY", "image", "usbarmory", ".elf")
+	needQEMU(t)
+	echo := &qemu.EchoServer{}
+	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Services: []qemu.Service{echo}})
+	require.Equal(t, 0, run.ExitCode, run.Tail(30))
+	b, _ := run.Find("banner")
+	assert.Equal(t, "usbarmory", b.Value("board"))
+	assert.Equal(t, "UART2", b.Value("console"))
+	assert.Equal(t, usbarmory.Layout.Memory, memoryMap(t, run))
+	assert.Equal(t, int64(33), echo.Echoed())
+}
+
+func TestNoExitLineIsAnError(t *testing.T) {
+	// QEMU failing before the image runs (here: no kernel file) must not
+	// pass for a verdict: the harness reports that the image never exited.
+	bogus := filepath.Join(t.TempDir(), "missing.elf")
+	needQEMU(t)
+	_, err := qemu.Boot(context.Background(), qemu.Config{Image: bogus, Timeout: 30 * time.Second})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "before the image reported an exit")
+	var ee *exec.ExitError
+	assert.False(t, errors.As(err, &ee))
+}

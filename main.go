@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/goos"
 	"time"
 
 	"github.com/usbarmory/tamago/soc/nxp/enet"
@@ -18,6 +19,7 @@ import (
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 	"yolk/runtime/scenario"
+	"yolk/runtime/semihosting"
 	_ "yolk/tests/scenarios"
 )
 
@@ -51,6 +53,13 @@ func main() {
 	for _, r := range append([]board.Region{info.Memory.RAM}, info.Memory.Regions()...) {
 		out.Emit(result.New("mem", "name", r.Name, "start", hex(r.Start), "end", hex(r.End()),
 			"size", board.FormatSize(r.Size)))
+	}
+
+	if hw.Emulated() {
+		// TamaGo halts on a runtime exit (an unrecovered panic, a fatal
+		// error); under QEMU end the run at once with its own status
+		// instead of leaving the harness to wait for its deadline.
+		goos.Exit = runtimeExit
 	}
 
 	if err := hw.Init(); err != nil {
@@ -113,6 +122,16 @@ func exit(out *scenario.Reporter, code int, err error) {
 	out.Emit(result.New("exit", "code", code))
 	hw.Exit(code)
 	panic("unreachable: board exit returned")
+}
+
+// runtimeExit is called by the runtime after it has printed the panic or
+// fatal error; it must not allocate.
+//
+//go:nosplit
+func runtimeExit(int32) {
+	semihosting.Exit(scenario.ExitFatal)
+	for {
+	}
 }
 
 func hex(v uint64) string { return fmt.Sprintf("0x%08x", v) }

@@ -159,3 +159,15 @@ func ParseSize(s string) (uint64, error) {
 	}
 	return v << shift, nil
 }
+
+// Split lays out RAM the way every yolk board does: the Go runtime at the
+// bottom (TamaGo links the image at its start), DMA at the top, and the
+// pool, the largest part, between them.
+func Split(ram Region, runtimeSize, dmaSize uint64) MemoryMap {
+	return MemoryMap{
+		RAM:     Region{Name: "ram", Start: ram.Start, Size: ram.Size},
+		Runtime: Region{Name: "runtime", Start: ram.Start, Size: runtimeSize},
+		Pool:    Region{Name: "pool", Start: ram.Start + runtimeSize, Size: ram.Size - runtimeSize - dmaSize},
+		DMA:     Region{Name: "dma", Start: ram.End() - dmaSize, Size: dmaSize},
+	}
+}

@@ -60,14 +60,21 @@ func ModuleRoot() (string, error) {
 // Makefile is the one recipe for images, so tests build exactly what
 // `make image` and `make imx` build.
 func Make(ctx context.Context, target string, vars ...string) error {
-	root, err := ModuleRoot()
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "make", append([]string{"-C", root, "--no-print-directory", target}, vars...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := MakeOutput(ctx, target, vars...)
 	if err != nil {
 		return fmt.Errorf("make %s %v: %w\n%s", target, vars, err, out)
 	}
 	return nil
+}
+
+// MakeOutput is Make returning the combined output; err is the *exec.ExitError
+// of a failed make.
+func MakeOutput(ctx context.Context, target string, vars ...string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "make", append([]string{"-C", root, "--no-print-directory", target}, vars...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

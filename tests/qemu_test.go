@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 // when the TamaGo toolchain is absent, and fails it when QEMU is missing.
 func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
 	t.Helper()
-	if p := os.Getenv(env); p != "" {
+	if p := os.Getenv(env); env != "" && p != "" {
 		if !filepath.IsAbs(p) {
 			root, err := qemu.ModuleRoot()
 			require.NoError(t, err)
@@ -245,4 +245,38 @@ func TestNoExitLineIsAnError(t *testing.T) {
 	assert.Contains(t, err.Error(), "before the image reported an exit")
 	var ee *exec.ExitError
 	assert.False(t, errors.As(err, &ee))
+}
+
+func TestRuntimeCrashEndsTheRunAtOnce(t *testing.T) {
+	run, err := qemu.Boot(context.Background(), qemu.Config{
+		Image: evkImage(t), Append: []string{"scenario=crash"}, Timeout: 60 * time.Second,
+	})
+	require.Error(t, err, "a crash is not a verdict")
+	require.NotNil(t, run)
+	assert.False(t, run.TimedOut)
+	assert.Equal(t, 4, run.ExitCode)
+	assert.Contains(t, err.Error(), "panic: crash scenario")
+	t.Logf("crash reported after %v", run.Elapsed.Round(time.Millisecond))
+}
+
+// `make qemu`, the README's first command, boots to the banner and the
+// memory map, runs the default scenario against the echo server it starts,
+// and fails when the scenario fails.
+func TestMakeQEMU(t *testing.T) {
+	needImage(t, "", "image", "mx6ullevk", ".elf") // skips without the toolchain
+	needQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	out, err := qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir)
+	require.NoError(t, err, out)
+	for _, want := range []string{"yolk: banner ", "yolk: mem name=pool ", "yolk: check name=echo ok=true",
+		"yolk: result scenario=selftest status=pass code=0", "QEMU exit status 0"} {
+		assert.Contains(t, out, want)
+	}
+
+	out, err = qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir, "APPEND=host=10.0.2.2:1 timeout=3s")
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, out)
+	assert.Contains(t, out, "scenario selftest fail, QEMU exit status 1")
 }

@@ -6,14 +6,12 @@ import (
 	"errors"
 	_ "unsafe" // for go:linkname
 
-	"github.com/usbarmory/tamago/arm"
 	_ "github.com/usbarmory/tamago/board/nxp/mx6ullevk" // clocks, UART1 console, ENET PHY
-	"github.com/usbarmory/tamago/dma"
 	"github.com/usbarmory/tamago/soc/nxp/enet"
 	"github.com/usbarmory/tamago/soc/nxp/imx6ul"
 
 	"yolk/board"
-	"yolk/runtime/semihosting"
+	soc "yolk/board/imx6ul"
 )
 
 // TamaGo's Go runtime owns [ramStart, ramStart+ramSize); the rest of DDR is
@@ -32,25 +30,10 @@ type machine struct{}
 func (machine) Info() board.Info { return Layout }
 
 // Emulated reports whether the SoC is QEMU's model rather than silicon.
-func (machine) Emulated() bool { return !imx6ul.Native }
+func (machine) Emulated() bool { return soc.Emulated() }
 
-// Init moves TamaGo's default DMA region (ENET rings and buffers) from the
-// 128 KiB OCRAM to the board's DMA region in DDR, and maps the pool as
-// normal cacheable memory. TamaGo maps everything outside the runtime
-// region as device memory, which is right for DMA but wrong for the pool:
-// device memory faults on unaligned access and is never cached.
-func (machine) Init() error {
-	return initMemory(Layout.Memory)
-}
-
-func initMemory(m board.MemoryMap) error {
-	if err := dma.Init(uint(m.DMA.Start), int(m.DMA.Size)); err != nil {
-		return err
-	}
-	imx6ul.ARM.ConfigureMMU(uint32(m.Pool.Start), uint32(m.Pool.End()), 0,
-		arm.MemoryRegion|arm.TTE_EXECUTE_NEVER)
-	return nil
-}
+// Init places the DMA region and maps the pool.
+func (machine) Init() error { return soc.InitMemory(Layout.Memory) }
 
 // Pool returns the managed pool as a byte slice over flat-mapped DDR.
 func (machine) Pool() []byte { return Layout.Memory.Pool.Bytes() }
@@ -64,23 +47,9 @@ func (machine) Ethernet() (*enet.ENET, error) {
 	return imx6ul.ENET1, nil
 }
 
-// Cmdline returns the boot command line: semihosting under QEMU, none on
-// silicon (no debugger is assumed to be attached).
-func (m machine) Cmdline() (string, bool, error) {
-	if !m.Emulated() {
-		return "", false, nil
-	}
-	s, err := semihosting.Cmdline()
-	return s, true, err
-}
+// Cmdline returns the boot command line (semihosting under QEMU).
+func (machine) Cmdline() (string, bool, error) { return soc.Cmdline() }
 
-// Exit ends the run with a status: under QEMU through semihosting, so the
-// QEMU process exits with it; on silicon by halting the core.
-func (m machine) Exit(code int) {
-	if m.Emulated() {
-		semihosting.Exit(code)
-	}
-	for {
-		imx6ul.ARM.WaitInterrupt()
-	}
-}
+// Exit ends the run with a status (QEMU's exit status under emulation; a
+// halt on the board).
+func (machine) Exit(code int) { soc.Exit(code, nil) }

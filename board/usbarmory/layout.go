@@ -31,10 +31,5 @@ var Layout = board.Info{
 	Model:    "USB armory Mk II",
 	Console:  "UART2",
 	Ethernet: "ENET2",
-	Memory: board.MemoryMap{
-		RAM:     board.Region{Name: "ram", Start: ddrStart, Size: ddrSize},
-		Runtime: board.Region{Name: "runtime", Start: ddrStart, Size: RuntimeSize},
-		Pool:    board.Region{Name: "pool", Start: ddrStart + RuntimeSize, Size: ddrSize - RuntimeSize - dmaSize},
-		DMA:     board.Region{Name: "dma", Start: ddrStart + ddrSize - dmaSize, Size: dmaSize},
-	},
+	Memory:   board.Split(board.Region{Start: ddrStart, Size: ddrSize}, RuntimeSize, dmaSize),
 }

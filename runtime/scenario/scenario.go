@@ -8,7 +8,9 @@
 //	0  the scenario passed
 //	1  the scenario ran and failed (a check failed or it returned an error)
 //	2  the scenario could not be started (unknown name, bad parameters)
-//	3  the scenario panicked
+//	3  the scenario panicked (and the panic was recovered)
+//	4  the Go runtime died: an unrecovered panic in another goroutine or a
+//	   fatal error (the image has no "yolk: exit" line then)
 package scenario
 
 import (
@@ -31,6 +33,7 @@ const (
 	ExitFail  = 1
 	ExitUsage = 2
 	ExitPanic = 3
+	ExitFatal = 4
 )
 
 // Dialer opens connections through whatever network stack the image has

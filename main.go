@@ -36,6 +36,7 @@ type machine interface {
 	Info() board.Info
 	Emulated() bool
 	Init() error
+	HandleInterrupt(id int, fn func())
 	Pool() []byte
 	Ethernet() (*enet.ENET, error)
 	Cmdline() (s string, ok bool, err error)
@@ -106,7 +107,7 @@ func startNetwork(p cmdline.Params) (scenario.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	iface, err := stack.Start(eth, cfg)
+	iface, err := stack.Start(eth, cfg, hw.HandleInterrupt)
 	if err != nil {
 		return nil, err
 	}

@@ -83,6 +83,9 @@ type Run struct {
 	Results  []result.Line // the yolk: lines among them
 	Banner   time.Duration // QEMU start to the banner line; 0 if none
 	Elapsed  time.Duration // QEMU start to exit
+	// CPU is the host CPU time QEMU used (user+system). A guest idling in
+	// WFI costs almost none; a spinning one costs a core's worth.
+	CPU      time.Duration
 	TimedOut bool
 	Stderr   string
 }
@@ -202,8 +205,9 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	waitErr := cmd.Wait()
 	run.Elapsed = time.Since(start)
 	run.Stderr = stderr.String()
-	if cmd.ProcessState != nil {
-		run.ExitCode = cmd.ProcessState.ExitCode()
+	if ps := cmd.ProcessState; ps != nil {
+		run.ExitCode = ps.ExitCode()
+		run.CPU = ps.UserTime() + ps.SystemTime()
 	}
 
 	if ctx.Err() != nil {

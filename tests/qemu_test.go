@@ -105,7 +105,8 @@ func boot(t *testing.T, cfg qemu.Config) *qemu.Run {
 	}
 	run, err := qemu.Boot(context.Background(), cfg)
 	require.NoError(t, err)
-	t.Logf("boot-to-banner %v, run %v, QEMU exit status %d", run.Banner.Round(time.Millisecond), run.Elapsed.Round(time.Millisecond), run.ExitCode)
+	t.Logf("boot-to-banner %v, run %v, host CPU %v, QEMU exit status %d", run.Banner.Round(time.Millisecond),
+		run.Elapsed.Round(time.Millisecond), run.CPU.Round(time.Millisecond), run.ExitCode)
 	return run
 }
 
@@ -279,4 +280,25 @@ func TestMakeQEMU(t *testing.T) {
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, out)
 	assert.Contains(t, out, "scenario selftest fail, QEMU exit status 1")
+}
+
+// An idle image must not spin the only core: while the guest sleeps, QEMU
+// (which halts its vCPU thread on WFI) should use a small fraction of the
+// sleep in host CPU time. A guest that spins uses all of it. Checked with
+// the network up and with it down (bad ip=), since idling must not depend
+// on the ENET driver.
+func TestIdleImageWaitsForInterrupts(t *testing.T) {
+	img := evkImage(t)
+	const sleep = 3 * time.Second
+	for name, extra := range map[string]string{"network up": "", "network down": "ip=bad"} {
+		t.Run(name, func(t *testing.T) {
+			run := boot(t, qemu.Config{Image: img, Append: []string{"scenario=sleep", "duration=" + sleep.String(), extra}})
+			require.Equal(t, 0, run.ExitCode, run.Tail(20))
+			if extra != "" {
+				_, down := run.Find("net", "up", "false")
+				require.True(t, down, "the network came up with %s", extra)
+			}
+			assert.Less(t, run.CPU, sleep*4/10, "QEMU used %v of CPU while the guest slept %v: the guest spins", run.CPU, sleep)
+		})
+	}
 }

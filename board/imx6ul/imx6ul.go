@@ -20,6 +20,16 @@ import (
 // Emulated reports whether the SoC is QEMU's model rather than silicon.
 func Emulated() bool { return !imx6ul.Native }
 
+// Init prepares memory (see InitMemory) and starts interrupt handling and
+// the idle governor (see StartInterrupts).
+func Init(m board.MemoryMap) error {
+	if err := InitMemory(m); err != nil {
+		return err
+	}
+	StartInterrupts()
+	return nil
+}
+
 // InitMemory moves TamaGo's default DMA region (ENET rings and buffers)
 // from the 128 KiB OCRAM to the board's DMA region in DDR, and maps the
 // pool as normal cacheable memory. TamaGo maps everything outside the

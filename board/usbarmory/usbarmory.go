@@ -38,8 +38,12 @@ func (machine) Info() board.Info {
 // Emulated reports whether the SoC is QEMU's model rather than silicon.
 func (machine) Emulated() bool { return soc.Emulated() }
 
-// Init places the DMA region and maps the pool.
-func (machine) Init() error { return soc.InitMemory(Layout.Memory) }
+// Init places the DMA region, maps the pool and starts interrupt handling.
+func (machine) Init() error { return soc.Init(Layout.Memory) }
+
+// HandleInterrupt routes a GIC interrupt to fn (run as a goroutine, not in
+// exception context).
+func (machine) HandleInterrupt(id int, fn func()) { soc.HandleInterrupt(id, fn) }
 
 // Pool returns the managed pool as a byte slice over flat-mapped DDR.
 func (machine) Pool() []byte { return Layout.Memory.Pool.Bytes() }

@@ -8,13 +8,13 @@
 // override them for a real network.
 //
 // Receive is interrupt driven, not polled: the ENET raises RXF for each
-// received frame; a goroutine parked in TamaGo's arm.ServiceInterrupts is
-// woken by the IRQ, acknowledges it, and drains the receive ring into
-// gVisor. The CPU idles in WFI with the generic timer armed for the next
-// Go timer, so an idle image does not spin the only core, and a frame is
-// handled as soon as the scheduler runs the woken goroutine. A paced poll
-// loop would either add its period to every round trip or burn the core
-// that reclaim and faults need.
+// received frame; the board's interrupt service goroutine (board/imx6ul) is
+// woken by the IRQ, and the handler registered here acknowledges it and
+// drains the receive ring into gVisor. The CPU idles in WFI with the
+// generic timer armed for the next Go timer, so an idle image does not spin
+// the only core, and a frame is handled as soon as the scheduler runs the
+// woken goroutine. A paced poll loop would either add its period to every
+// round trip or burn the core that reclaim and faults need.
 package stack
 
 import (

@@ -6,13 +6,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime/goos"
 	"sync"
 
 	imxenet "github.com/usbarmory/imx-enet"
-	"github.com/usbarmory/tamago/arm"
 	"github.com/usbarmory/tamago/soc/nxp/enet"
-	"github.com/usbarmory/tamago/soc/nxp/imx6ul"
 )
 
 // Interface is a running gVisor stack on one ENET controller.
@@ -36,10 +33,11 @@ func (i *Interface) Stats() enet.Stats { return i.eth.Stats }
 
 var startOnce sync.Once
 
-// Start brings up gVisor on eth with the given configuration and starts
-// the interrupt service goroutine. It may be called once per image; a
+// Start brings up gVisor on eth with the given configuration and routes
+// the controller's interrupt to the receive path through handle (the
+// board's interrupt registration). It may be called once per image; a
 // controller that cannot be initialised is an error, not a panic.
-func Start(eth *enet.ENET, cfg Config) (iface *Interface, err error) {
+func Start(eth *enet.ENET, cfg Config, handle func(irq int, fn func())) (iface *Interface, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -66,40 +64,14 @@ func Start(eth *enet.ENET, cfg Config) (iface *Interface, err error) {
 		return nil, err
 	}
 
+	handle(eth.IRQ, func() { receive(eth) })
 	eth.EnableInterrupt(enet.IRQ_RXF)
 	eth.Start(false)
-	go serviceInterrupts(eth)
 
 	// Hand the stack to the Go runtime too, so net.Dial works on the image.
 	net.SocketFunc = ii.Socket
 
 	return &Interface{Config: cfg, eth: eth, iface: ii}, nil
-}
-
-// serviceInterrupts routes GIC interrupts: the generic timer (which only
-// exists to end WFI for the next Go timer) and ENET receive.
-func serviceInterrupts(eth *enet.ENET) {
-	imx6ul.GIC.Init(true, false)
-	imx6ul.GIC.EnableInterrupt(arm.TIMER_IRQ, true)
-	imx6ul.GIC.EnableInterrupt(eth.IRQ, true)
-
-	// Idle in WFI until the next timer is due or an interrupt arrives.
-	goos.Idle = func(pollUntil int64) {
-		if pollUntil == 0 {
-			return
-		}
-		imx6ul.ARM.SetAlarm(pollUntil)
-		imx6ul.ARM.WaitInterrupt()
-	}
-
-	arm.ServiceInterrupts(func() {
-		switch irq := imx6ul.GIC.GetInterrupt(true); irq {
-		case arm.TIMER_IRQ:
-			imx6ul.ARM.SetAlarm(0)
-		case eth.IRQ:
-			receive(eth)
-		}
-	})
 }
 
 // receive acknowledges RXF before draining the ring, so a frame that lands

@@ -57,9 +57,9 @@ func main() {
 		os.Exit(125)
 	}
 	verdict, _ := run.Find("result")
-	fmt.Fprintf(os.Stderr, "yolk-qemu: banner after %v, scenario %s %s, QEMU exit status %d (%v in all)\n",
+	fmt.Fprintf(os.Stderr, "yolk-qemu: banner after %v, scenario %s %s, QEMU exit status %d (%v in all, %v of host CPU)\n",
 		run.Banner.Round(time.Millisecond), verdict.Value("scenario"), verdict.Value("status"),
-		run.ExitCode, run.Elapsed.Round(time.Millisecond))
+		run.ExitCode, run.Elapsed.Round(time.Millisecond), run.CPU.Round(time.Millisecond))
 	if es != nil {
 		fmt.Fprintf(os.Stderr, "yolk-qemu: echo server on %s echoed %d bytes\n", es.Addr(), es.Echoed())
 	}

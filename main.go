@@ -86,19 +86,19 @@ func main() {
 
 	env := scenario.NewEnv(out, params, info)
 	env.Pool = hw.Pool()
-	env.Net, env.NetErr = startNetwork(params)
-	if env.NetErr != nil {
-		out.Emit(result.New("net", "up", false, "err", env.NetErr.Error()))
+	if iface, err := startNetwork(params); err != nil {
+		env.NetErr = err
+		out.Emit(result.New("net", "up", false, "err", err.Error()))
 	} else {
-		out.Emit(result.New("net", "up", true, "ip", env.Net.(*stack.Interface).Config.Prefix(),
-			"gw", env.Net.(*stack.Interface).Config.Gateway, "irq", "rxf"))
+		env.Net = iface
+		out.Emit(result.New("net", "up", true, "ip", iface.Config.Prefix(), "gw", iface.Config.Gateway, "irq", "rxf"))
 	}
-	out.Emit(result.New("boot", "ms", time.Since(boot).Milliseconds()))
+	out.Emit(result.New("ready", "init_ms", time.Since(boot).Milliseconds()))
 
 	exit(out, scenario.Run(env), nil)
 }
 
-func startNetwork(p cmdline.Params) (scenario.Dialer, error) {
+func startNetwork(p cmdline.Params) (*stack.Interface, error) {
 	cfg, err := stack.FromParams(p)
 	if err != nil {
 		return nil, err
@@ -107,11 +107,7 @@ func startNetwork(p cmdline.Params) (scenario.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	iface, err := stack.Start(eth, cfg, hw.HandleInterrupt)
-	if err != nil {
-		return nil, err
-	}
-	return iface, nil
+	return stack.Start(eth, cfg, hw.HandleInterrupt)
 }
 
 // exit reports the status (and why, when it is an early failure) and hands
@@ -126,7 +122,8 @@ func exit(out *scenario.Reporter, code int, err error) {
 }
 
 // runtimeExit is called by the runtime after it has printed the panic or
-// fatal error; it must not allocate.
+// fatal error; it must not allocate. The runtime's own code (2 for a
+// panic) is replaced by ExitFatal, which no scenario verdict uses.
 //
 //go:nosplit
 func runtimeExit(int32) {

@@ -23,7 +23,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"yolk/runtime/result"
@@ -163,7 +162,11 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 		defer s.Close()
 		params = append(params, p...)
 	}
-	params = append(params, cfg.Append...)
+	for _, a := range cfg.Append {
+		if a != "" {
+			params = append(params, a)
+		}
+	}
 	args, err := Args(cfg, strings.Join(params, " "))
 	if err != nil {
 		return nil, err
@@ -195,13 +198,9 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 		return run, fmt.Errorf("qemu: %w", err)
 	}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		readConsole(stdout, run, start, cfg.Console)
-	}()
-	wg.Wait()
+	// Read to EOF before Wait, as os/exec requires; a kill at the deadline
+	// closes the pipe and ends the read.
+	readConsole(stdout, run, start, cfg.Console)
 	waitErr := cmd.Wait()
 	run.Elapsed = time.Since(start)
 	run.Stderr = stderr.String()
@@ -210,9 +209,12 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 		run.CPU = ps.UserTime() + ps.SystemTime()
 	}
 
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		run.TimedOut = true
 		return run, fmt.Errorf("qemu: killed after %v without exiting; last console lines:\n%s", timeout, run.Tail(20))
+	case ctx.Err() != nil:
+		return run, fmt.Errorf("qemu: run cancelled: %w; last console lines:\n%s", ctx.Err(), run.Tail(20))
 	}
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {

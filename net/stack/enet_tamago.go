@@ -6,7 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
+	"sync/atomic"
 
 	imxenet "github.com/usbarmory/imx-enet"
 	"github.com/usbarmory/tamago/soc/nxp/enet"
@@ -15,7 +15,6 @@ import (
 // Interface is a running gVisor stack on one ENET controller.
 type Interface struct {
 	Config Config
-	eth    *enet.ENET
 	iface  *imxenet.Interface
 }
 
@@ -28,10 +27,7 @@ func (i *Interface) DialContext(ctx context.Context, network, address string) (n
 	return nil, fmt.Errorf("net: network %q is not supported", network)
 }
 
-// Stats returns the MAC's frame counters.
-func (i *Interface) Stats() enet.Stats { return i.eth.Stats }
-
-var startOnce sync.Once
+var started atomic.Bool
 
 // Start brings up gVisor on eth with the given configuration and routes
 // the controller's interrupt to the receive path through handle (the
@@ -44,9 +40,7 @@ func Start(eth *enet.ENET, cfg Config, handle func(irq int, fn func())) (iface *
 	if eth == nil {
 		return nil, fmt.Errorf("net: no Ethernet controller")
 	}
-	started := false
-	startOnce.Do(func() { started = true })
-	if !started {
+	if !started.CompareAndSwap(false, true) {
 		return nil, fmt.Errorf("net: stack already started")
 	}
 	defer func() {
@@ -71,7 +65,7 @@ func Start(eth *enet.ENET, cfg Config, handle func(irq int, fn func())) (iface *
 	// Hand the stack to the Go runtime too, so net.Dial works on the image.
 	net.SocketFunc = ii.Socket
 
-	return &Interface{Config: cfg, eth: eth, iface: ii}, nil
+	return &Interface{Config: cfg, iface: ii}, nil
 }
 
 // receive acknowledges RXF before draining the ring, so a frame that lands

@@ -17,6 +17,9 @@
 //	banner    board, model, go version, console and ethernet
 //	mem       one region of the memory map (name, start, end, size)
 //	params    the effective boot parameters
+//	net       whether the network came up, its address, or why not
+//	ready     main's set-up is done (init_ms: from entering main)
+//	scenario  the scenario about to run
 //	check     one named check of a scenario, with ok=true|false
 //	result    the scenario's verdict: scenario, status=pass|fail, code
 //	exit      the exit code handed to the board, last line before exit

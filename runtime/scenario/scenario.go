@@ -7,7 +7,8 @@
 //
 //	0  the scenario passed
 //	1  the scenario ran and failed (a check failed or it returned an error)
-//	2  the scenario could not be started (unknown name, bad parameters)
+//	2  the scenario could not be started (unknown name, bad parameters,
+//	   board set-up failed)
 //	3  the scenario panicked (and the panic was recovered)
 //	4  the Go runtime died: an unrecovered panic in another goroutine or a
 //	   fatal error (the image has no "yolk: exit" line then)
@@ -21,6 +22,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"yolk/board"
 	"yolk/runtime/cmdline"
@@ -54,7 +56,7 @@ type Env struct {
 	NetErr error
 
 	out    *Reporter
-	failed bool
+	failed atomic.Bool // Check may be called from several goroutines
 }
 
 // NewEnv prepares an environment that reports to out.
@@ -71,7 +73,7 @@ func (e *Env) Check(name string, err error, kv ...any) bool {
 	fields := []any{"name", name, "ok", err == nil}
 	fields = append(fields, kv...)
 	if err != nil {
-		e.failed = true
+		e.failed.Store(true)
 		fields = append(fields, "err", err.Error())
 	}
 	e.Report("check", fields...)
@@ -79,7 +81,7 @@ func (e *Env) Check(name string, err error, kv ...any) bool {
 }
 
 // Failed reports whether a check has failed.
-func (e *Env) Failed() bool { return e.failed }
+func (e *Env) Failed() bool { return e.failed.Load() }
 
 // Func is a scenario body. Returning an error fails the scenario.
 type Func func(*Env) error
@@ -150,7 +152,7 @@ func Run(env *Env) (code int) {
 	case err != nil:
 		env.Report("result", "scenario", name, "status", "fail", "code", ExitFail, "err", err.Error())
 		return ExitFail
-	case env.failed:
+	case env.Failed():
 		env.Report("result", "scenario", name, "status", "fail", "code", ExitFail, "err", "a check failed")
 		return ExitFail
 	}

@@ -103,6 +103,7 @@ test-qemu:
 	  $(MAKE) --no-print-directory image TARGET=mx6ullevk; \
 	  $(MAKE) --no-print-directory imx TARGET=usbarmory; \
 	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/...; \
+	  $(GOENV) $(TAMAGO) vet -tags usbarmory,linkramsize . ./board/...; \
 	  YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
 	  YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
 	    $(GO) test -race -count=1 -v -timeout 15m ./tests/; \

@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 // when the TamaGo toolchain is absent, and fails it when QEMU is missing.
 func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
 	t.Helper()
-	if p := os.Getenv(env); env != "" && p != "" {
+	if p := os.Getenv(env); p != "" {
 		if !filepath.IsAbs(p) {
 			root, err := qemu.ModuleRoot()
 			require.NoError(t, err)
@@ -264,7 +264,10 @@ func TestRuntimeCrashEndsTheRunAtOnce(t *testing.T) {
 // memory map, runs the default scenario against the echo server it starts,
 // and fails when the scenario fails.
 func TestMakeQEMU(t *testing.T) {
-	needImage(t, "", "image", "mx6ullevk", ".elf") // skips without the toolchain
+	// make qemu builds the image itself; only the toolchain is needed.
+	if err := qemu.CheckToolchain(); err != nil {
+		t.Skipf("SKIP: %v", err)
+	}
 	needQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

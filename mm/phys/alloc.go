@@ -1,0 +1,414 @@
+package phys
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// ErrNoMemory is wrapped by every *AllocError.
+var ErrNoMemory = errors.New("out of memory")
+
+// AllocError says why an allocation failed.
+type AllocError struct {
+	Order   int
+	Ctx     Context
+	Reason  string
+	Free    uint64 // free frames when it gave up
+	Min     uint64 // the min watermark then
+	Retries int    // rounds of direct reclaim tried
+}
+
+func (e *AllocError) Error() string {
+	return fmt.Sprintf("phys: order-%d allocation (%v) failed: %s (free %d frames, min %d, %d reclaim rounds)",
+		e.Order, e.Ctx, e.Reason, e.Free, e.Min, e.Retries)
+}
+
+func (e *AllocError) Unwrap() error { return ErrNoMemory }
+
+// AllocPage allocates one frame.
+func (p *Pool) AllocPage(ctx Context) (PFN, error) { return p.Alloc(0, ctx) }
+
+// Alloc allocates a block of 2^order frames, aligned to its size, and
+// returns its first frame with a reference count of one. With Compound
+// the block is one compound page; with Zeroed its memory is cleared.
+//
+// The fast path takes the pool lock once and succeeds while free memory
+// stays at or above the low watermark. Otherwise the slow path wakes
+// kswapd and tries against min (or the atomic limit, or the reserve),
+// then, if ctx allows, throttles, reclaims and retries a bounded number
+// of times. It never panics and never waits without bound; on failure it
+// returns an *AllocError.
+func (p *Pool) Alloc(order int, ctx Context) (PFN, error) {
+	if order < 0 || order > MaxOrder {
+		return 0, &AllocError{Order: order, Ctx: ctx, Reason: fmt.Sprintf("order out of range [0, %d]", MaxOrder)}
+	}
+	mt := p.migrateType(ctx)
+	p.mu.Lock()
+	i, ok := p.take(order, mt, ctx, levelLow)
+	p.mu.Unlock()
+	if !ok {
+		var err error
+		if i, err = p.allocSlow(order, mt, ctx); err != nil {
+			return 0, err
+		}
+	}
+	if ctx&Zeroed != 0 {
+		clear(p.bytes(i, order))
+	}
+	if debugChecks {
+		p.mustCheck()
+	}
+	return p.pfn(i), nil
+}
+
+// take allocates a block if free memory stays at or above l's watermark
+// afterwards, and prepares its descriptors. Called with p.mu held.
+func (p *Pool) take(order int, mt MigrateType, ctx Context, l level) (uint32, bool) {
+	n := uint64(1) << order
+	if p.nrFree < n+p.mark(l) {
+		return 0, false
+	}
+	var i uint32
+	var ok bool
+	if order == 0 {
+		i, ok = p.pcpTake(mt)
+	} else {
+		i, ok = p.rmqueue(order, mt)
+	}
+	if !ok {
+		return 0, false
+	}
+	p.nrFree -= n
+	p.stat.PgAlloc += n
+
+	pg := &p.pages[i]
+	pg.order = uint8(order)
+	pg.mt = uint8(mt)
+	pg.refcount = 1
+	if l == levelNone {
+		// Handed out only because the caller may use the reserve.
+		pg.flags = uint32(PGPfmemalloc)
+		p.stat.PfmemallocAllocs++
+		p.stat.NrPfmemalloc++
+	}
+	if ctx&Compound != 0 && order > 0 {
+		p.prepCompound(i, order)
+	}
+	if p.nrFree < p.wm.Min {
+		p.stat.ReserveHighWater = max(p.stat.ReserveHighWater, p.wm.Min-p.nrFree)
+	}
+	return i, true
+}
+
+// allocSlow is the slow path (Linux's __alloc_pages_slowpath).
+func (p *Pool) allocSlow(order int, mt MigrateType, ctx Context) (uint32, error) {
+	l := levelMin
+	if ctx&Atomic != 0 {
+		l = levelAtomic
+	}
+	try := func(l level) (uint32, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.take(order, mt, ctx, l)
+	}
+	fail := func(reason string, retries int) (uint32, error) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.stat.AllocFailures++
+		return 0, &AllocError{Order: order, Ctx: ctx, Reason: reason, Free: p.nrFree, Min: p.wm.Min, Retries: retries}
+	}
+
+	attempt := func() (uint32, bool) {
+		if i, ok := try(l); ok {
+			return i, true
+		}
+		if ctx.mayUseReserve() {
+			return try(levelNone)
+		}
+		return 0, false
+	}
+
+	for retries := 0; ; retries++ {
+		p.wakeKswapd(order)
+		if i, ok := attempt(); ok {
+			return i, nil
+		}
+		if order > 0 && p.drainPageset() {
+			// Frames on the pageset might complete a block.
+			if i, ok := attempt(); ok {
+				return i, nil
+			}
+		}
+		switch {
+		case ctx&DirectReclaim == 0:
+			return fail("caller may not reclaim", retries)
+		case ctx&Memalloc != 0:
+			if ctx.mayUseReserve() {
+				return fail("reserve exhausted", retries)
+			}
+			return fail("memalloc caller may not recurse into reclaim", retries)
+		case retries == p.maxRetries:
+			return fail("no progress after direct reclaim", retries)
+		}
+		r := p.hooks.Load().reclaimer
+		if r == nil {
+			return fail("no reclaimer installed", retries)
+		}
+		p.throttle(order, ctx)
+		p.mu.Lock()
+		p.stat.AllocStalls++
+		p.mu.Unlock()
+		r.Reclaim(order, ctx)
+	}
+}
+
+// drainPageset returns every frame on the pageset to the buddy lists and
+// reports whether there were any.
+func (p *Pool) drainPageset() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.pcp.count
+	p.pcpDrain(n)
+	return n > 0
+}
+
+// throttle makes an ordinary direct reclaimer wait while half or more of
+// the reserve below min is in use, until kswapd has brought free memory
+// back above min or ThrottleTimeout passes (Linux's
+// throttle_direct_reclaim). Reclaim itself, atomic callers and memalloc
+// callers are never throttled: they are what refills the reserve.
+func (p *Pool) throttle(order int, ctx Context) {
+	if !ctx.throttleable() {
+		return
+	}
+	p.mu.Lock()
+	if p.nrFree > p.wm.Min/2 {
+		p.mu.Unlock()
+		return
+	}
+	p.stat.Throttled++
+	p.throttled++
+	if p.wake == nil {
+		p.wake = make(chan struct{})
+	}
+	wake := p.wake
+	p.mu.Unlock()
+
+	p.wakeKswapd(order)
+	t := time.NewTimer(p.throttleTimeout)
+	select {
+	case <-wake:
+	case <-t.C:
+	}
+	t.Stop()
+
+	p.mu.Lock()
+	p.throttled--
+	p.mu.Unlock()
+}
+
+// wakeThrottled releases throttled reclaimers once free memory is above
+// min. Called with p.mu held after anything that frees memory or lowers
+// min.
+func (p *Pool) wakeThrottled() {
+	if p.throttled > 0 && p.wake != nil && p.nrFree > p.wm.Min {
+		close(p.wake)
+		p.wake = nil
+	}
+}
+
+// Get takes another reference to an allocated frame (of a compound page:
+// to its head).
+func (p *Pool) Get(f PFN) error {
+	i, err := p.allocatedHead(f)
+	if err != nil {
+		return err
+	}
+	if atomic.AddInt32(&p.pages[i].refcount, 1) <= 1 {
+		return fmt.Errorf("phys: get on %v, which has no references", f)
+	}
+	return nil
+}
+
+// Put drops a reference to an allocated frame (of a compound page: to
+// its head) and frees the block when it was the last one.
+func (p *Pool) Put(f PFN) error {
+	i, err := p.allocatedHead(f)
+	if err != nil {
+		return err
+	}
+	return p.put(i, int(p.pages[i].order))
+}
+
+// Free drops the reference Alloc returned for the order-sized block at f
+// (Linux's __free_pages), freeing it if that was the last reference. It
+// returns an error, and changes nothing, if f is not the head of an
+// allocated block of that order, or if the frame is in a state that must
+// not be freed (still on an LRU list, locked, under writeback, mapped).
+func (p *Pool) Free(f PFN, order int) error {
+	i, err := p.allocatedHead(f)
+	if err != nil {
+		return err
+	}
+	if pg := &p.pages[i]; int(pg.order) != order {
+		return fmt.Errorf("phys: free of %v as order %d, but it was allocated as order %d", f, order, pg.order)
+	}
+	return p.put(i, order)
+}
+
+// allocatedHead checks that f is an allocated frame and returns the index
+// of the head of its block.
+func (p *Pool) allocatedHead(f PFN) (uint32, error) {
+	if !p.Contains(f) {
+		return 0, fmt.Errorf("phys: %v: %w", f, ErrRange)
+	}
+	i := uint32(f - p.base)
+	pg := &p.pages[i]
+	flags := pg.Flags()
+	switch {
+	case flags&(PGBuddy|PGPCP) != 0:
+		return 0, fmt.Errorf("phys: %v is free (double free?)", f)
+	case flags&PGTail != 0:
+		i = pg.head - 1
+	}
+	if atomic.LoadInt32(&p.pages[i].refcount) <= 0 {
+		return 0, fmt.Errorf("phys: %v is not allocated (refcount %d)", f, p.pages[i].RefCount())
+	}
+	return i, nil
+}
+
+// put drops a reference on the head at i and frees its block on the last.
+func (p *Pool) put(i uint32, order int) error {
+	pg := &p.pages[i]
+	for {
+		r := atomic.LoadInt32(&pg.refcount)
+		if r <= 0 {
+			return fmt.Errorf("phys: put on %v with refcount %d", p.pfn(i), r)
+		}
+		if r > 1 {
+			if atomic.CompareAndSwapInt32(&pg.refcount, r, r-1) {
+				return nil
+			}
+			continue
+		}
+		// The last reference: validate, then free, under the lock so that
+		// Check never sees a frame with no references and no free list.
+		if err := p.freeLast(i, order); err != errRefRaced {
+			return err
+		}
+	}
+}
+
+var errRefRaced = errors.New("refcount changed")
+
+func (p *Pool) freeLast(i uint32, order int) error {
+	pg := &p.pages[i]
+	// Only the holder of the last reference touches the frame now, so its
+	// state can be checked before taking the lock.
+	flags := pg.Flags()
+	if bad := flags & checkAtFree; bad != 0 {
+		return fmt.Errorf("phys: bad page state freeing %v: flags %v", p.pfn(i), bad)
+	}
+	if mc := pg.MapCount(); mc != 0 {
+		return fmt.Errorf("phys: bad page state freeing %v: still mapped %d times", p.pfn(i), mc)
+	}
+	p.mu.Lock()
+	if atomic.LoadInt32(&pg.refcount) != 1 {
+		p.mu.Unlock()
+		return errRefRaced
+	}
+	if flags&PGHead != 0 {
+		p.destroyCompound(i, order)
+	}
+	if flags&PGPfmemalloc != 0 {
+		p.stat.NrPfmemalloc--
+	}
+	pg.refcount = 0
+	pg.flags = 0
+	pg.Mapping, pg.Index, pg.Private = nil, 0, 0
+	if order == 0 {
+		p.pcpFree(i)
+	} else {
+		p.freeOne(i, order)
+	}
+	p.nrFree += 1 << order
+	p.stat.PgFree += 1 << order
+	p.wakeThrottled()
+	p.mu.Unlock()
+	if debugChecks {
+		p.mustCheck()
+	}
+	return nil
+}
+
+// prepCompound makes the block at i one compound page (Linux's
+// prep_compound_page). Called with p.mu held, so that Check sees the
+// compound page whole or not at all.
+func (p *Pool) prepCompound(i uint32, order int) {
+	p.pages[i].flags |= uint32(PGHead)
+	for k := uint32(1); k < 1<<order; k++ {
+		t := &p.pages[i+k]
+		t.flags = uint32(PGTail)
+		t.head = i + 1
+	}
+}
+
+// destroyCompound clears the tails of the compound page at i, with p.mu
+// held.
+func (p *Pool) destroyCompound(i uint32, order int) {
+	for k := uint32(1); k < 1<<order; k++ {
+		t := &p.pages[i+k]
+		t.flags = 0
+		t.head = 0
+		t.Mapping, t.Index, t.Private = nil, 0, 0
+	}
+}
+
+// CompoundHead returns the head of the compound page f belongs to, or f.
+func (p *Pool) CompoundHead(f PFN) PFN {
+	pg := p.Page(f)
+	if pg == nil || !pg.Test(PGTail) {
+		return f
+	}
+	return p.pfn(pg.head - 1)
+}
+
+// SplitCompound turns the compound page at head into 2^order independent
+// frames (what a huge page split needs). Each frame keeps the head's
+// reference count and map count (a huge mapping maps every frame), the
+// head's page-state flags and Mapping, and Index advanced by its offset.
+// The caller must hold the page so that no one else gets or puts it
+// meanwhile (Linux freezes the reference count for this).
+func (p *Pool) SplitCompound(head PFN) error {
+	if !p.Contains(head) {
+		return fmt.Errorf("phys: split %v: %w", head, ErrRange)
+	}
+	i := uint32(head - p.base)
+	hp := &p.pages[i]
+	if !hp.Test(PGHead) {
+		return fmt.Errorf("phys: split %v: not a compound head (flags %v)", head, hp.Flags())
+	}
+	order := int(hp.order)
+	inherit := hp.Flags() &^ (PGHead | PGLRU | PGLocked)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ref, maps := hp.RefCount(), hp.MapCount()
+	for k := uint32(1); k < 1<<order; k++ {
+		t := &p.pages[i+k]
+		t.head = 0
+		t.order = 0
+		t.mt = hp.mt
+		t.Mapping, t.Index = hp.Mapping, hp.Index+uint64(k)
+		atomic.StoreInt32(&t.mapcount, maps)
+		atomic.StoreInt32(&t.refcount, ref)
+		atomic.StoreUint32(&t.flags, uint32(inherit))
+	}
+	if inherit&PGPfmemalloc != 0 {
+		p.stat.NrPfmemalloc += 1<<order - 1
+	}
+	hp.order = 0
+	hp.Clear(PGHead)
+	return nil
+}

@@ -1,0 +1,5 @@
+//go:build !yolk_debug
+
+package phys
+
+const debugChecks = false

@@ -89,9 +89,11 @@ check-fmt:
 vet:
 	$(GO) vet ./...
 
-# Every package but the QEMU end-to-end tests in ./tests.
+# Every package but the QEMU end-to-end tests in ./tests; then the figures
+# that tests measure and print (go test shows logs only with -v).
 test-host:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
+	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
 
 # The QEMU end-to-end tests need the TamaGo toolchain to build the images.
 test-qemu:
@@ -102,7 +104,7 @@ test-qemu:
 	  $(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy"; \
 	  $(MAKE) --no-print-directory image TARGET=mx6ullevk; \
 	  $(MAKE) --no-print-directory imx TARGET=usbarmory; \
-	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/...; \
+	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/... ./mm/...; \
 	  $(GOENV) $(TAMAGO) vet -tags usbarmory,linkramsize . ./board/...; \
 	  YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
 	  YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \

@@ -10,11 +10,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/goos"
+	"strings"
 	"time"
 
 	"github.com/usbarmory/tamago/soc/nxp/enet"
 
 	"yolk/board"
+	"yolk/mm/phys"
 	"yolk/net/stack"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
@@ -86,6 +88,11 @@ func main() {
 
 	env := scenario.NewEnv(out, params, info)
 	env.Pool = hw.Pool()
+	if env.Phys, env.PhysErr = managePool(env.Pool, info.Memory.Pool); env.PhysErr != nil {
+		out.Emit(result.New("phys", "managed", false, "err", env.PhysErr.Error()))
+	} else {
+		out.Emit(physLine(env.Phys))
+	}
 	if iface, err := startNetwork(params); err != nil {
 		env.NetErr = err
 		out.Emit(result.New("net", "up", false, "err", err.Error()))
@@ -96,6 +103,28 @@ func main() {
 	out.Emit(result.New("ready", "init_ms", time.Since(boot).Milliseconds()))
 
 	exit(out, scenario.Run(env), nil)
+}
+
+// managePool hands the pool to mm/phys, which owns it from here on.
+func managePool(mem []byte, r board.Region) (*phys.Pool, error) {
+	if mem == nil {
+		return nil, fmt.Errorf("pool %s is not mapped", r)
+	}
+	return phys.New(phys.Config{Mem: mem, Base: r.Start})
+}
+
+// physLine reports the pool as mm/phys manages it: its meminfo and
+// watermarks, in kB as /proc/meminfo and zoneinfo users read them.
+func physLine(p *phys.Pool) result.Line {
+	kv := []any{"managed", true, "frames", p.Frames(), "start_pfn", fmt.Sprintf("%#x", uint32(p.Start()))}
+	for _, l := range p.Meminfo() {
+		kv = append(kv, strings.ToLower(l.Name)+"_kb", l.KB)
+	}
+	wm := p.Watermarks()
+	kb := func(frames uint64) uint64 { return frames * phys.PageSize >> 10 }
+	kv = append(kv, "min_free_kbytes", p.MinFreeKbytes(),
+		"min_kb", kb(wm.Min), "low_kb", kb(wm.Low), "high_kb", kb(wm.High))
+	return result.New("phys", kv...)
 }
 
 func startNetwork(p cmdline.Params) (*stack.Interface, error) {

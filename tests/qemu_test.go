@@ -125,7 +125,7 @@ func TestSelftestEchoesThroughGVisor(t *testing.T) {
 	v, ok := run.Find("result")
 	require.True(t, ok)
 	assert.Equal(t, "pass", v.Value("status"))
-	for _, c := range []string{"memmap", "pool-size", "pool-rw", "echo"} {
+	for _, c := range []string{"memmap", "pool-size", "pool-rw", "phys-orders", "echo"} {
 		assert.Equal(t, "true", check(t, run, c).Value("ok"), c)
 	}
 	// The round trip is asserted on the host side too: the nonce (32 hex
@@ -187,6 +187,15 @@ func TestBannerAndMemoryMap(t *testing.T) {
 	require.NoError(t, got.Validate())
 	assert.Equal(t, mx6ullevk.Layout.Memory, got)
 	assert.GreaterOrEqual(t, got.Pool.Size, uint64(256<<20))
+
+	// The pool is managed by mm/phys, and its MemTotal is the pool's.
+	p, ok := run.Find("phys")
+	require.True(t, ok, run.Tail(30))
+	assert.Equal(t, "true", p.Value("managed"))
+	assert.Equal(t, strconv.FormatUint(got.Pool.Size>>10, 10), p.Value("memtotal_kb"))
+	assert.Equal(t, strconv.FormatUint(got.Pool.Size/board.PageSize, 10), p.Value("frames"))
+	assert.Equal(t, fmt.Sprintf("%#x", got.Pool.Start/board.PageSize), p.Value("start_pfn"))
+	assert.Equal(t, "2495", p.Value("min_free_kbytes"), "Linux's default for a 380 MiB zone")
 }
 
 func memoryMap(t *testing.T, run *qemu.Run) board.MemoryMap {

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 
 	"yolk/board"
+	"yolk/mm/phys"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 )
@@ -50,6 +51,10 @@ type Env struct {
 	Board  board.Info
 	// Pool is the managed pool as bytes, or nil where it is not mapped.
 	Pool []byte
+	// Phys is the page allocator managing Pool; nil if it could not be
+	// set up, and PhysErr says why.
+	Phys    *phys.Pool
+	PhysErr error
 	// Net is nil when the board has no network.
 	Net Dialer
 	// NetErr says why Net is nil.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"yolk/board"
+	"yolk/mm/phys"
 	"yolk/runtime/scenario"
 )
 
@@ -34,6 +35,8 @@ func selftest(env *scenario.Env) error {
 	env.Check("pool-size", poolLargeEnough(m), "pool", board.FormatSize(m.Pool.Size), "ram", board.FormatSize(m.RAM.Size))
 	env.Check("pool-rw", checkPool(env.Pool, m.Pool), "first", fmt.Sprintf("%#x", m.Pool.Start),
 		"last", fmt.Sprintf("%#x", m.Pool.End()-board.PageSize))
+
+	env.Check("phys-orders", allocEveryOrder(env.Phys, env.PhysErr), "orders", phys.NrOrders)
 
 	host := env.Params.String("host", "")
 	timeout, err := env.Params.Duration("timeout", 10*time.Second)
@@ -78,6 +81,53 @@ func checkPool(pool []byte, r board.Region) error {
 		if i := mismatch(p.page, want); i >= 0 {
 			return fmt.Errorf("page %#x: byte %d reads %#02x, wrote %#02x", p.addr, i, p.page[i], want[i])
 		}
+	}
+	return nil
+}
+
+// allocEveryOrder allocates and frees one block of every order on the
+// real memory (compound pages above order 0, all zeroed), writes both ends
+// of each and reads them back, then requires the allocator's invariants
+// to hold and every frame it started with to be free again.
+func allocEveryOrder(p *phys.Pool, setupErr error) error {
+	if p == nil {
+		return fmt.Errorf("no page allocator: %v", setupErr)
+	}
+	before := p.FreeFrames()
+	for order := 0; order <= phys.MaxOrder; order++ {
+		ctx := phys.Kernel | phys.Zeroed
+		if order > 0 {
+			ctx |= phys.Compound
+		}
+		f, err := p.Alloc(order, ctx)
+		if err != nil {
+			return err
+		}
+		mem, err := p.Block(f, order)
+		if err != nil {
+			return err
+		}
+		ends := []*byte{&mem[0], &mem[len(mem)-1]}
+		for k, b := range ends {
+			if *b != 0 {
+				return fmt.Errorf("order-%d block at %v is not zeroed", order, f)
+			}
+			*b = byte(order<<1 | k | 0x80)
+		}
+		for k, b := range ends {
+			if *b != byte(order<<1|k|0x80) {
+				return fmt.Errorf("order-%d block at %v: wrote %#x, read %#x", order, f, order<<1|k|0x80, *b)
+			}
+		}
+		if err := p.Put(f); err != nil {
+			return err
+		}
+	}
+	if err := p.Check(); err != nil {
+		return err
+	}
+	if after := p.FreeFrames(); after != before {
+		return fmt.Errorf("%d frames were free before, %d after freeing everything", before, after)
 	}
 	return nil
 }

@@ -11,19 +11,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"yolk/board"
+	"yolk/mm/phys"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 	"yolk/runtime/scenario"
 )
 
-// smallBoard has a 4 MiB pool so the host test can back it with a slab.
+// smallBoard has an 8 MiB pool so the host test can back it with a slab;
+// it starts on a 4 MiB boundary so that selftest can have a block of
+// every order.
 var smallBoard = board.Info{
 	Name: "host",
 	Memory: board.MemoryMap{
-		RAM:     board.Region{Name: "ram", Start: 0x80000000, Size: 8 << 20},
-		Runtime: board.Region{Name: "runtime", Start: 0x80000000, Size: 3 << 20},
-		Pool:    board.Region{Name: "pool", Start: 0x80300000, Size: 4 << 20},
-		DMA:     board.Region{Name: "dma", Start: 0x80700000, Size: 1 << 20},
+		RAM:     board.Region{Name: "ram", Start: 0x80000000, Size: 16 << 20},
+		Runtime: board.Region{Name: "runtime", Start: 0x80000000, Size: 4 << 20},
+		Pool:    board.Region{Name: "pool", Start: 0x80400000, Size: 8 << 20},
+		DMA:     board.Region{Name: "dma", Start: 0x80c00000, Size: 1 << 20},
 	},
 }
 
@@ -62,6 +65,9 @@ func runSelftest(t *testing.T, pool []byte, b board.Info, append string) (int, m
 	var out bytes.Buffer
 	env := scenario.NewEnv(scenario.NewReporter(&out), p, b)
 	env.Pool = pool
+	if pool != nil {
+		env.Phys, env.PhysErr = phys.New(phys.Config{Mem: pool, Base: b.Memory.Pool.Start})
+	}
 	env.Net = &net.Dialer{}
 	code := scenario.Run(env)
 	checks := map[string]result.Line{}
@@ -80,7 +86,7 @@ func TestSelftestPasses(t *testing.T) {
 	pool := make([]byte, smallBoard.Memory.Pool.Size)
 	code, checks := runSelftest(t, pool, smallBoard, "scenario=selftest host="+echoServer(t, false))
 	assert.Equal(t, scenario.ExitPass, code)
-	for _, c := range []string{"memmap", "pool-size", "pool-rw", "echo"} {
+	for _, c := range []string{"memmap", "pool-size", "pool-rw", "phys-orders", "echo"} {
 		assert.Equal(t, "true", checks["check:"+c].Value("ok"), c)
 	}
 	// The pattern really went to both ends of the pool.
@@ -118,6 +124,7 @@ func TestSelftestFailures(t *testing.T) {
 		code, checks := runSelftest(t, nil, smallBoard, "host="+echoServer(t, false))
 		assert.Equal(t, scenario.ExitFail, code)
 		assert.Equal(t, "false", checks["check:pool-rw"].Value("ok"))
+		assert.Contains(t, checks["check:phys-orders"].Value("err"), "no page allocator")
 	})
 	t.Run("pool too short", func(t *testing.T) {
 		code, checks := runSelftest(t, pool[:len(pool)-board.PageSize], smallBoard, "host="+echoServer(t, false))

@@ -49,8 +49,15 @@ var contexts = []Context{
 func newHarness(t testing.TB, frames int, cfg Config) *harness {
 	cfg.Mem = make([]byte, frames*PageSize)
 	cfg.Base = testBase
+	// Nothing runs kswapd here, so a throttled reclaimer always waits out
+	// its bound: keep the bound and the retries short (their semantics are
+	// tested in reserve_test.go), or a stream that fills memory with
+	// shared frames spends its time asleep.
 	if cfg.ThrottleTimeout == 0 {
 		cfg.ThrottleTimeout = time.Microsecond
+	}
+	if cfg.MaxReclaimRetries == 0 {
+		cfg.MaxReclaimRetries = 2
 	}
 	p, err := New(cfg)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -68,6 +69,11 @@ type Env struct {
 func NewEnv(out *Reporter, p cmdline.Params, b board.Info) *Env {
 	return &Env{Params: p, Board: b, out: out}
 }
+
+// Text writes raw console text (a /proc file, say) between result lines.
+// Lines of it that begin with the result prefix would be read as results,
+// so callers print only text they made.
+func (e *Env) Text(s string) { e.out.Text(s) }
 
 // Report writes one result line.
 func (e *Env) Report(event string, kv ...any) { e.out.Emit(result.New(event, kv...)) }
@@ -173,6 +179,16 @@ type Reporter struct {
 
 // NewReporter writes result lines to w.
 func NewReporter(w io.Writer) *Reporter { return &Reporter{w: w} }
+
+// Text writes s as it is, ending it with a newline if it has none.
+func (r *Reporter) Text(s string) {
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	io.WriteString(r.w, s)
+}
 
 // Emit writes one line. Console write errors have nowhere to be reported
 // and are dropped.

@@ -28,6 +28,7 @@ import (
 	"yolk/board"
 	"yolk/board/mx6ullevk"
 	"yolk/board/usbarmory"
+	"yolk/mm/phys"
 	"yolk/qemu"
 	"yolk/runtime/result"
 )
@@ -312,5 +313,33 @@ func TestIdleImageWaitsForInterrupts(t *testing.T) {
 			}
 			assert.Less(t, run.CPU, sleep*4/10, "QEMU used %v of CPU while the guest slept %v: the guest spins", run.CPU, sleep)
 		})
+	}
+}
+
+// The meminfo scenario prints the allocator's /proc files from the image,
+// on the real pool: 97280 frames, and Linux's watermarks for them.
+func TestMeminfoOnTheImage(t *testing.T) {
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"scenario=meminfo", "fill=50"}})
+	require.Equal(t, 0, run.ExitCode, run.Tail(40))
+	console := strings.Join(run.Lines, "\n")
+	for _, want := range []string{
+		"\nPage block order: 8\n",
+		"\n        min      623\n        low      778\n        high     933\n",
+		"\n        managed  97280\n",
+		"\nMemTotal:         389120 kB\n",
+		"\npgalloc_normal ",
+	} {
+		assert.Contains(t, console, want)
+	}
+	var buddy string
+	for _, l := range run.Lines {
+		if strings.HasPrefix(l, "Node 0, zone   Normal ") {
+			buddy = l
+			break
+		}
+	}
+	assert.Len(t, strings.Fields(strings.TrimPrefix(buddy, "Node 0, zone   Normal")), phys.NrOrders, "buddyinfo: %q", buddy)
+	for _, c := range []string{"invariants-full", "invariants-empty"} {
+		assert.Equal(t, "true", check(t, run, c).Value("ok"), c)
 	}
 }

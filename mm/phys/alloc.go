@@ -87,8 +87,10 @@ func (p *Pool) take(order int, mt MigrateType, ctx Context, l level) (uint32, bo
 	pg.order = uint8(order)
 	pg.mt = uint8(mt)
 	pg.refcount = 1
-	if l == levelNone {
-		// Handed out only because the caller may use the reserve.
+	if l == levelNone && p.nrFree < p.wm.Min {
+		// Handed out only because the caller may use the reserve. (A
+		// reserve attempt that finds memory back above min, freed since
+		// the caller's own attempt, gets an ordinary frame.)
 		pg.flags = uint32(PGPfmemalloc)
 		p.stat.PfmemallocAllocs++
 		p.stat.NrPfmemalloc++

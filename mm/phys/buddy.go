@@ -148,11 +148,13 @@ func (p *Pool) rmqueueFallback(order int, start MigrateType) bool {
 		}
 		whole := canSteal(o, start)
 		if !whole && start == Movable && o > order {
-			for o = order; o <= MaxOrder; o++ {
+			// The search down from the top stops at o at the latest.
+			for o = order; ; o++ {
 				if mt, ok = p.findFallback(o, start); ok {
 					break
 				}
 			}
+			whole = canSteal(o, start)
 		}
 		p.stat.Fallbacks++
 		p.stealFallback(p.free[o].lists[mt].first-1, start, whole)

@@ -88,9 +88,11 @@
 //
 // One lock, Pool.mu (Linux's zone->lock), protects the free lists, the
 // pageset, the pageblock types, the counters and the descriptors of free
-// frames. The fast path takes it once. Nothing is called with it held:
-// the kswapd hook, the Reclaimer, zeroing and compound set-up run outside
-// it. Allocated frames' flags, counts and owner fields belong to their
+// frames. The fast path takes it once. Nothing outside phys is called
+// with it held (the kswapd hook and the Reclaimer run without it), and
+// zeroing runs after it is released; setting up and tearing down a
+// compound page's tails happens under it, so that Check never sees half a
+// compound page. Allocated frames' flags, counts and owner fields belong to their
 // owner and are changed with atomic operations (flags, refcount, mapcount)
 // or under the owner's own locks (Mapping, Index, Private, LRU links); in
 // mm's lock order phys's lock comes last.

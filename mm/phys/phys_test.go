@@ -212,3 +212,28 @@ func TestList(t *testing.T) {
 	assert.Equal(t, 3, l.Len())
 	require.NoError(t, p.Check(), "mm's lists do not disturb phys")
 }
+
+// The first unmovable allocation claims a whole free 4 MiB block for
+// Unmovable; later ones stay inside it.
+func TestUnmovableClaimsPageblocks(t *testing.T) {
+	p := newPool(t, 16<<20)
+	f, err := p.AllocPage(Kernel)
+	require.NoError(t, err)
+	mt, ok := p.PageblockType(f)
+	require.True(t, ok)
+	assert.Equal(t, Unmovable, mt)
+	assert.Equal(t, uint64(4), p.Stats().PageblockSteals)
+	for range 500 {
+		g, err := p.AllocPage(Kernel)
+		require.NoError(t, err)
+		assert.Equal(t, f/(1<<MaxOrder), g/(1<<MaxOrder), "unmovable frames stay in the claimed block")
+	}
+	m, err := p.AllocPage(User)
+	require.NoError(t, err)
+	mt, _ = p.PageblockType(m)
+	assert.Equal(t, Movable, mt)
+	_, ok = p.PageblockType(p.End())
+	assert.False(t, ok)
+	assert.Equal(t, uint64(1), p.Stats().Fallbacks)
+	require.NoError(t, p.Check())
+}

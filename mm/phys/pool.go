@@ -278,9 +278,13 @@ func (p *Pool) index(f PFN) uint32 {
 // blockType returns the migrate type of frame i's pageblock.
 func (p *Pool) blockType(i uint32) MigrateType { return p.blockMT[i/PageblockFrames] }
 
-// PageblockType returns the migrate type of the pageblock holding f.
-func (p *Pool) PageblockType(f PFN) MigrateType {
+// PageblockType returns the migrate type of the pageblock holding f; ok
+// is false if f is not in the pool.
+func (p *Pool) PageblockType(f PFN) (mt MigrateType, ok bool) {
+	if !p.Contains(f) {
+		return 0, false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.blockType(p.index(f))
+	return p.blockType(uint32(f - p.base)), true
 }

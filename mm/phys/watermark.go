@@ -43,7 +43,7 @@ func (p *Pool) mark(l level) uint64 {
 
 // DefaultMinFreeKbytes is Linux's init_per_zone_wmark_min: four times the
 // square root of the memory in KiB, clamped to [128, 262144] KiB. For the
-// 380 MiB pool on the 512 MiB boards that is 2494 KiB.
+// 380 MiB pool on the 512 MiB boards that is 2495 KiB.
 func DefaultMinFreeKbytes(frames uint64) int {
 	kb := frames * (PageSize >> 10)
 	v := int(math.Sqrt(float64(kb * 16)))

@@ -175,19 +175,24 @@ func New(cfg Config) (*Pool, error) {
 
 // SetReclaimer installs direct reclaim. Without one, an allocation that
 // fails against the watermarks fails at once.
-func (p *Pool) SetReclaimer(r Reclaimer) {
-	h := *p.hooks.Load()
-	h.reclaimer = r
-	p.hooks.Store(&h)
-}
+func (p *Pool) SetReclaimer(r Reclaimer) { p.setHooks(func(h *hooks) { h.reclaimer = r }) }
 
 // SetKswapd installs the hook that wakes the background reclaimer. It is
 // called, without locks held, whenever an allocation finds free memory
 // below low; it must not block.
-func (p *Pool) SetKswapd(wake func(order int)) {
-	h := *p.hooks.Load()
-	h.kswapd = wake
-	p.hooks.Store(&h)
+func (p *Pool) SetKswapd(wake func(order int)) { p.setHooks(func(h *hooks) { h.kswapd = wake }) }
+
+// setHooks replaces the hooks with a changed copy; allocations read them
+// without a lock.
+func (p *Pool) setHooks(change func(*hooks)) {
+	for {
+		old := p.hooks.Load()
+		h := *old
+		change(&h)
+		if p.hooks.CompareAndSwap(old, &h) {
+			return
+		}
+	}
 }
 
 func (p *Pool) wakeKswapd(order int) {

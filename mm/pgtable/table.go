@@ -1,0 +1,351 @@
+package pgtable
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"yolk/mm/phys"
+)
+
+// The task window and the table geometry.
+const (
+	WindowStart uint32 = 0x40000000
+	WindowEnd   uint32 = 0x80000000 // exclusive
+	WindowSize         = WindowEnd - WindowStart
+
+	PageShift    = phys.PageShift
+	PageSize     = 1 << PageShift
+	SectionShift = 20
+	SectionSize  = 1 << SectionShift
+
+	// PTEsPerTable is the number of entries in one hardware L2 table: it
+	// maps one section (1 MiB).
+	PTEsPerTable = SectionSize / PageSize
+	// WindowSections is the number of L1 entries covering the window.
+	WindowSections = WindowSize / SectionSize
+
+	// UserDomain is the domain task mappings are tagged with. TamaGo's
+	// set_ttbr0 (arm/mmu.s) writes DACR = 1: domain 0 is a client, every
+	// other domain has no access, so a task table must use domain 0.
+	UserDomain = 0
+	// DACR is the Domain Access Control Register value the walker checks
+	// domains against: TamaGo's.
+	DACR uint32 = 0x1
+)
+
+// Layout of a table page. Like Linux/ARM, one 4 KiB frame serves a pair of
+// adjacent L1 entries (2 MiB): the two shadow tables of 256 software PTEs
+// first, the two hardware tables of 256 descriptors after them. The L1
+// entries of the pair point at +2048 and +3072, which are 1 KiB aligned as
+// the architecture requires.
+//
+//	+0     shadow PTEs for the even section
+//	+1024  shadow PTEs for the odd section
+//	+2048  hardware L2 table for the even section
+//	+3072  hardware L2 table for the odd section
+const (
+	tableHalf    = PTEsPerTable * 4
+	hwOffset     = 2 * tableHalf
+	pairsInTable = WindowSections / 2
+)
+
+// Table is the translation table of one address space's task window: the
+// window's 1024 L1 descriptors in one frame (the slice of a full 16 KiB L1
+// table that covers 0x40000000-0x7fffffff, ready to be copied into the live
+// table), the matching 1024 software section entries in the frame after it,
+// and one table page per pair of sections that has small pages.
+//
+// A Table is not safe for concurrent use: its owner serialises every call
+// with its page-table lock, and Populate drops that lock around the one
+// allocation it makes.
+type Table struct {
+	pool *phys.Pool
+	ctx  phys.Context
+
+	root phys.PFN // order-1 block: hardware L1 window, then shadow L1
+	l1   []byte   // hardware first-level descriptors of the window
+	sl1  []byte   // software section PTEs (0 where there is no section)
+
+	// pairs[i] is the table page of sections 2i and 2i+1, or nil. The
+	// hardware L1 descriptors point at the same frames; the walker follows
+	// those, this is the software's way in.
+	pairs [pairsInTable]*[PageSize]byte
+	pfns  [pairsInTable]phys.PFN
+
+	pages int // frames in use: the root block and table pages
+}
+
+// New allocates an empty table from pool with context ctx (which should
+// include phys.Zeroed's guarantee: New clears the frames itself).
+func New(pool *phys.Pool, ctx phys.Context) (*Table, error) {
+	root, err := pool.Alloc(1, ctx|phys.Zeroed)
+	if err != nil {
+		return nil, fmt.Errorf("pgtable: L1 window: %w", err)
+	}
+	b, err := pool.Block(root, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &Table{pool: pool, ctx: ctx | phys.Zeroed, root: root, l1: b[:PageSize:PageSize], sl1: b[PageSize:], pages: 2}, nil
+}
+
+// RootPA is the physical address of the window's L1 descriptors.
+func (t *Table) RootPA() uint32 { return uint32(t.root.Addr()) }
+
+// Pages is the number of frames the table uses (Linux's PageTables).
+func (t *Table) Pages() int { return t.pages }
+
+// InWindow reports whether va is in the task window.
+func InWindow(va uint32) bool { return va >= WindowStart && va < WindowEnd }
+
+func l1Index(va uint32) uint32 { return (va - WindowStart) >> SectionShift }
+
+func get32(b []byte, i uint32) uint32    { return binary.LittleEndian.Uint32(b[i*4:]) }
+func put32(b []byte, i uint32, v uint32) { binary.LittleEndian.PutUint32(b[i*4:], v) }
+
+// L1 returns the hardware first-level descriptor for va.
+func (t *Table) L1(va uint32) L1 { return L1(get32(t.l1, l1Index(va))) }
+
+// slot locates va's PTE: its table page and the entry's index among the
+// page's 512 shadow entries (the hardware entry is 512 further on).
+func (t *Table) slot(va uint32) (*[PageSize]byte, uint32) {
+	i := l1Index(va)
+	return t.pairs[i>>1], (i&1)*PTEsPerTable + va>>PageShift&(PTEsPerTable-1)
+}
+
+// PTE returns the software entry for va: 0 if nothing is mapped there.
+// A section is not a PTE; see Section.
+func (t *Table) PTE(va uint32) PTE {
+	pg, e := t.slot(va)
+	if pg == nil {
+		return 0
+	}
+	return PTE(get32(pg[:], e))
+}
+
+// HardwarePTE returns the hardware descriptor beside va's PTE.
+func (t *Table) HardwarePTE(va uint32) L2 {
+	pg, e := t.slot(va)
+	if pg == nil {
+		return 0
+	}
+	return L2(get32(pg[:], e+2*PTEsPerTable))
+}
+
+// Populated reports whether va has a second-level table.
+func (t *Table) Populated(va uint32) bool {
+	pg, _ := t.slot(va)
+	return pg != nil
+}
+
+// Populate makes sure va has a second-level table. mu is the lock the
+// owner serialises the table with: held on entry and on return, it is
+// dropped around the allocation, which may enter reclaim (and reclaim
+// walks page tables). va must not lie in a section.
+func (t *Table) Populate(va uint32, mu sync.Locker) error {
+	if !InWindow(va) {
+		return fmt.Errorf("pgtable: %#08x is outside the task window", va)
+	}
+	if t.Populated(va) {
+		return nil
+	}
+	if t.Section(va) != 0 {
+		return fmt.Errorf("pgtable: %#08x is mapped by a section", va)
+	}
+	mu.Unlock()
+	f, err := t.pool.AllocPage(t.ctx)
+	mu.Lock()
+	if err != nil {
+		return fmt.Errorf("pgtable: L2 table for %#08x: %w", va, err)
+	}
+	if t.Populated(va) || t.Section(va) != 0 { // someone else got there
+		return t.pool.Put(f)
+	}
+	t.install(l1Index(va)>>1, f)
+	return nil
+}
+
+func (t *Table) install(pair uint32, f phys.PFN) {
+	b, err := t.pool.Frame(f)
+	if err != nil {
+		panic(err) // the pool just gave us this frame
+	}
+	t.pairs[pair], t.pfns[pair] = (*[PageSize]byte)(b), f
+	t.pool.Page(f).Private = 0 // entries in use, per half: see used
+	pa := uint32(f.Addr())
+	for half := uint32(0); half < 2; half++ {
+		if i := pair*2 + half; get32(t.sl1, i) == 0 {
+			put32(t.l1, i, uint32(TableDesc(pa+hwOffset+half*tableHalf, UserDomain)))
+		}
+	}
+	t.pages++
+}
+
+// used counts the non-empty PTEs of each half of a table page, in the
+// page descriptor's owner field (as Linux keeps page-table state in the
+// table's struct page).
+func (t *Table) used(pair uint32) *uint64 { return &t.pool.Page(t.pfns[pair]).Private }
+
+func halfCount(u uint64, half uint32) uint64 { return u >> (half * 32) & 0xffffffff }
+
+// Set writes va's PTE and the hardware entry derived from it. va's table
+// must be populated. Setting the last PTE of a table page to none frees
+// the page and clears its L1 descriptors.
+func (t *Table) Set(va uint32, p PTE) {
+	pg, e := t.slot(va)
+	if pg == nil {
+		panic(fmt.Sprintf("pgtable: set %#08x: no L2 table (Populate first)", va))
+	}
+	old := PTE(get32(pg[:], e))
+	put32(pg[:], e, uint32(p))
+	put32(pg[:], e+2*PTEsPerTable, uint32(p.HardwarePTE()))
+	if old.None() == p.None() {
+		return
+	}
+	pair, half := l1Index(va)>>1, e/PTEsPerTable
+	u := t.used(pair)
+	if p.None() {
+		*u -= 1 << (half * 32)
+		if *u == 0 {
+			t.release(pair)
+		}
+	} else {
+		*u += 1 << (half * 32)
+	}
+}
+
+// release frees an empty table page.
+func (t *Table) release(pair uint32) {
+	for half := uint32(0); half < 2; half++ {
+		if i := pair*2 + half; L1(get32(t.l1, i)).Kind() == KindTable {
+			put32(t.l1, i, 0)
+		}
+	}
+	f := t.pfns[pair]
+	t.pairs[pair], t.pfns[pair] = nil, 0
+	t.pages--
+	if err := t.pool.Put(f); err != nil {
+		panic(fmt.Sprintf("pgtable: freeing table page: %v", err))
+	}
+}
+
+// Section returns the software entry of va's section, 0 if none.
+func (t *Table) Section(va uint32) PTE { return PTE(get32(t.sl1, l1Index(va))) }
+
+// SetSection maps va's whole section with a huge PTE (p's address is the
+// 1 MiB frame), or unmaps it when p is none. The section's half of any
+// table page must be empty.
+func (t *Table) SetSection(va uint32, p PTE) error {
+	if !InWindow(va) {
+		return fmt.Errorf("pgtable: %#08x is outside the task window", va)
+	}
+	i := l1Index(va)
+	if pg := t.pairs[i>>1]; pg != nil && halfCount(*t.used(i >> 1), i&1) != 0 {
+		return fmt.Errorf("pgtable: section at %#08x still has small pages", va&^(SectionSize-1))
+	}
+	if p.Present() && p.PA()&(SectionSize-1) != 0 {
+		return fmt.Errorf("pgtable: huge PTE %v is not 1 MiB aligned", p)
+	}
+	put32(t.sl1, i, uint32(p))
+	switch {
+	case p.Present():
+		put32(t.l1, i, uint32(p.HardwareSection(UserDomain)))
+	case t.pairs[i>>1] != nil:
+		put32(t.l1, i, uint32(TableDesc(uint32(t.pfns[i>>1].Addr())+hwOffset+(i&1)*tableHalf, UserDomain)))
+	default:
+		put32(t.l1, i, 0)
+	}
+	return nil
+}
+
+// Range calls fn for every non-empty PTE in [start, end), in address
+// order, skipping sections and unpopulated tables. fn may Set the PTE it
+// is given (to none as well); it returns false to stop.
+func (t *Table) Range(start, end uint32, fn func(va uint32, p PTE) bool) {
+	for va := start; va < end && va >= start; {
+		pair := l1Index(va) >> 1
+		next := WindowStart + (pair+1)<<(SectionShift+1)
+		if next > end || next == 0 {
+			next = end
+		}
+		for ; va < next; va += PageSize {
+			pg := t.pairs[pair]
+			if pg == nil {
+				break
+			}
+			e := (l1Index(va)&1)*PTEsPerTable + va>>PageShift&(PTEsPerTable-1)
+			if p := PTE(get32(pg[:], e)); p != 0 && !fn(va, p) {
+				return
+			}
+		}
+		va = next
+	}
+}
+
+// Destroy frees every frame of the table. The owner has already dropped
+// whatever the entries referred to.
+func (t *Table) Destroy() error {
+	for pair := range t.pairs {
+		if t.pairs[pair] != nil {
+			t.release(uint32(pair))
+		}
+	}
+	err := t.pool.Put(t.root)
+	t.l1, t.sl1, t.pages = nil, nil, 0
+	return err
+}
+
+// Check verifies the table's invariants: every hardware entry is the one
+// derived from its software entry, every L1 descriptor points where the
+// software thinks, and the per-page counts of entries in use are right.
+func (t *Table) Check() error {
+	for i := uint32(0); i < WindowSections; i++ {
+		pair, half := i>>1, i&1
+		va := WindowStart + i<<SectionShift
+		sec := PTE(get32(t.sl1, i))
+		var want L1
+		switch {
+		case sec != 0:
+			want = sec.HardwareSection(UserDomain)
+		case t.pairs[pair] != nil:
+			want = TableDesc(uint32(t.pfns[pair].Addr())+hwOffset+half*tableHalf, UserDomain)
+		}
+		if got := L1(get32(t.l1, i)); got != want {
+			return fmt.Errorf("pgtable: L1 entry for %#08x is %v, want %v", va, got, want)
+		}
+		pg := t.pairs[pair]
+		if pg == nil {
+			continue
+		}
+		var n uint64
+		for e := half * PTEsPerTable; e < (half+1)*PTEsPerTable; e++ {
+			p := PTE(get32(pg[:], e))
+			hw := L2(get32(pg[:], e+2*PTEsPerTable))
+			if hw != p.HardwarePTE() {
+				return fmt.Errorf("pgtable: %#08x: hardware entry %v does not match %v", va+(e%PTEsPerTable)<<PageShift, hw, p)
+			}
+			if p != 0 {
+				n++
+			}
+		}
+		if sec != 0 && n != 0 {
+			return fmt.Errorf("pgtable: section at %#08x also has %d small pages", va, n)
+		}
+		if got := halfCount(*t.used(pair), half); got != n {
+			return fmt.Errorf("pgtable: table for %#08x counts %d entries, has %d", va, got, n)
+		}
+		if half == 1 && *t.used(pair) == 0 {
+			return fmt.Errorf("pgtable: empty table page for %#08x was not freed", va)
+		}
+	}
+	return nil
+}
+
+// Trim frees va's table page if no entry in it is in use: for a caller
+// that populated a table and then could not fill it.
+func (t *Table) Trim(va uint32) {
+	if pair := l1Index(va) >> 1; t.pairs[pair] != nil && *t.used(pair) == 0 {
+		t.release(pair)
+	}
+}

@@ -1,0 +1,338 @@
+package mm
+
+import (
+	"fmt"
+
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
+// Check verifies mm's invariants across every live address space; it is
+// the oracle of the property tests and of the vm scenario, and must run
+// with no other mm operation in flight (it takes the locks it needs only
+// to read safely). It checks:
+//
+//   - each VMA set: sorted, disjoint, page aligned, in the window, its
+//     tree and list agreeing, its count right;
+//   - each table: hardware entries derived from software ones, L1
+//     descriptors pointing at the right pages, no empty table page kept
+//     (pgtable.Table.Check), no PTE outside a VMA, PTE permissions within
+//     the VMA's, the zero page mapped only read-only and still zero;
+//   - each page mapped: its map count equals the PTEs found mapping it,
+//     its reference count is at least that, it is anonymous, its Index is
+//     its linear index in every VMA mapping it, its anon_vma is in every
+//     such VMA's chain, and the rmap walk from it lists every one of those
+//     PTEs exactly once; no other frame has a map count;
+//   - each anon_vma: its tree holds exactly the chains that point at it,
+//     its degree counters and reference count match, every chain has one
+//     root; the global counters (AnonPages, anon_vmas, chains) add up;
+//   - each space's RSS and swap-entry counters.
+func (m *Manager) Check() error {
+	spaces := m.AddressSpaces()
+	for _, as := range spaces {
+		as.mmapLock.RLock()
+		defer as.mmapLock.RUnlock()
+	}
+	c := &checker{m: m, mapped: map[phys.PFN][]mapped{}, avs: map[*anonVMA]*avState{}}
+	for _, as := range spaces {
+		if err := c.space(as); err != nil {
+			return fmt.Errorf("mm check: pid %d: %w", as.pid, err)
+		}
+	}
+	if err := c.pages(); err != nil {
+		return fmt.Errorf("mm check: %w", err)
+	}
+	if err := c.anonVMAs(); err != nil {
+		return fmt.Errorf("mm check: %w", err)
+	}
+	return nil
+}
+
+type checker struct {
+	m      *Manager
+	mapped map[phys.PFN][]mapped
+	avs    map[*anonVMA]*avState
+	avcs   int64
+}
+
+// mapped is one PTE found mapping a page.
+type mapped struct {
+	as   *AddressSpace
+	addr uint32
+	vma  *VMA
+}
+
+type avState struct {
+	chains   int // AVCs pointing at it
+	active   int // VMAs whose own anon_vma it is
+	children int // anon_vmas whose parent it is
+	nonroots int // for a root: live non-root anon_vmas of its family
+}
+
+func (c *checker) space(as *AddressSpace) error {
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	if as.exited {
+		return nil
+	}
+	if err := c.vmaSet(as); err != nil {
+		return err
+	}
+	if err := as.pt.Check(); err != nil {
+		return err
+	}
+	var inVMAs, rss, swp, zero int64
+	var perr error
+	for v := as.head; v != nil && perr == nil; v = v.next {
+		if err := c.chain(v); err != nil {
+			return fmt.Errorf("%v: %w", v, err)
+		}
+		as.pt.Range(v.start, v.end, func(va uint32, pte pgtable.PTE) bool {
+			inVMAs++
+			switch {
+			case pte.IsSwap():
+				swp++
+				return true
+			case pte.Has(pgtable.Special):
+				zero++
+				if pte.PA() != c.m.zeroPA || pte.Has(pgtable.Write) {
+					perr = fmt.Errorf("%#08x: special PTE %v is not the read-only zero page", va, pte)
+				}
+			default:
+				rss++
+				pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+				if !c.m.pool.Contains(pfn) {
+					perr = fmt.Errorf("%#08x: PTE %v maps a frame outside the pool", va, pte)
+					return false
+				}
+				c.mapped[pfn] = append(c.mapped[pfn], mapped{as, va, v})
+			}
+			if pte.Has(pgtable.Write) && v.flags&VMWrite == 0 {
+				perr = fmt.Errorf("%#08x: writable PTE %v in %v", va, pte, v)
+			}
+			if pte.Has(pgtable.Exec) != (v.flags&VMExec != 0) || pte.Has(pgtable.NoAccess) != (v.flags&vmAccessFlags == 0) || !pte.Has(pgtable.User) {
+				perr = fmt.Errorf("%#08x: PTE %v does not carry %v's permissions", va, pte, v)
+			}
+			return perr == nil
+		})
+	}
+	if perr != nil {
+		return perr
+	}
+	var all int64
+	as.pt.Range(pgtable.WindowStart, pgtable.WindowEnd, func(uint32, pgtable.PTE) bool { all++; return true })
+	switch {
+	case all != inVMAs:
+		return fmt.Errorf("%d PTEs lie outside every VMA", all-inVMAs)
+	case rss != as.rss.Load():
+		return fmt.Errorf("rss counter %d, PTEs map %d pages", as.rss.Load(), rss)
+	case swp != as.swapents.Load():
+		return fmt.Errorf("swap entry counter %d, PTEs hold %d", as.swapents.Load(), swp)
+	case zero != as.zeroMapped:
+		return fmt.Errorf("zero page counter %d, PTEs map it %d times", as.zeroMapped, zero)
+	}
+	return nil
+}
+
+func (c *checker) vmaSet(as *AddressSpace) error {
+	nodes, err := as.vmas.check()
+	if err != nil {
+		return err
+	}
+	if len(nodes) != as.nrVMAs {
+		return fmt.Errorf("%d VMAs in the tree, counter says %d", len(nodes), as.nrVMAs)
+	}
+	i := 0
+	var prev *VMA
+	for v := as.head; v != nil; v = v.next {
+		switch {
+		case i >= len(nodes) || nodes[i].val != v:
+			return fmt.Errorf("VMA list and tree disagree at %v", v)
+		case v.prev != prev:
+			return fmt.Errorf("%v: broken prev link", v)
+		case v.as != as:
+			return fmt.Errorf("%v belongs to another address space", v)
+		case v.start >= v.end || v.start&pageMask != 0 || v.end&pageMask != 0 || !inWindow(v.start, v.end-v.start):
+			return fmt.Errorf("%v: bad range", v)
+		case prev != nil && prev.end > v.start:
+			return fmt.Errorf("%v overlaps %v", v, prev)
+		case prev != nil && canMerge(prev, v):
+			return fmt.Errorf("%v and %v should have been merged", prev, v)
+		case nodes[i].start != uint64(v.start) || nodes[i].last != uint64(v.end)-1:
+			return fmt.Errorf("%v: tree node has a stale range", v)
+		}
+		prev = v
+		i++
+	}
+	if as.tail != prev {
+		return fmt.Errorf("VMA list tail is %v, want %v", as.tail, prev)
+	}
+	return nil
+}
+
+// chain checks one VMA's anon_vma chain and records its anon_vmas.
+func (c *checker) chain(v *VMA) error {
+	if (v.anonVMA == nil) != (len(v.chain) == 0) {
+		return fmt.Errorf("anon_vma %p with a chain of %d", v.anonVMA, len(v.chain))
+	}
+	own := false
+	for _, avc := range v.chain {
+		av := avc.av
+		switch {
+		case avc.vma != v:
+			return fmt.Errorf("chain entry points at %v", avc.vma)
+		case !avc.linked:
+			return fmt.Errorf("chain entry to anon_vma %d is not in its tree", av.id)
+		case av.root != v.chain[0].av.root:
+			return fmt.Errorf("chain has two roots")
+		case avc.node.start != uint64(v.pgoff) || avc.node.last != uint64(v.pgoff)+uint64(v.pages())-1:
+			return fmt.Errorf("anon_vma %d indexes it at stale offsets [%#x, %#x]", av.id, avc.node.start, avc.node.last)
+		}
+		own = own || av == v.anonVMA
+		c.avcs++
+		c.anonVMA(av).chains++
+	}
+	if v.anonVMA != nil {
+		if !own {
+			return fmt.Errorf("own anon_vma %d is not in its chain", v.anonVMA.id)
+		}
+		c.anonVMA(v.anonVMA).active++
+	}
+	return nil
+}
+
+func (c *checker) anonVMA(av *anonVMA) *avState {
+	s := c.avs[av]
+	if s == nil {
+		s = &avState{}
+		c.avs[av] = s
+	}
+	return s
+}
+
+func (c *checker) pages() error {
+	pool := c.m.pool
+	var buf []Mapping
+	for pfn, maps := range c.mapped {
+		pg := pool.Page(pfn)
+		av := anonVMAOf(pg)
+		switch {
+		case pg.MapCount() != int32(len(maps)):
+			return fmt.Errorf("%v: map count %d, mapped by %d PTEs", pfn, pg.MapCount(), len(maps))
+		case pg.RefCount() < pg.MapCount():
+			return fmt.Errorf("%v: %d references for %d mappings", pfn, pg.RefCount(), pg.MapCount())
+		case av == nil:
+			return fmt.Errorf("%v: mapped but not anonymous (Mapping %T)", pfn, pg.Mapping)
+		}
+		for _, mp := range maps {
+			v := mp.vma
+			if pg.Index != v.linearIndex(mp.addr) {
+				return fmt.Errorf("%v: Index %#x, but pid %d maps it at %#08x in %v", pfn, pg.Index, mp.as.pid, mp.addr, v)
+			}
+			inChain := false
+			for _, avc := range v.chain {
+				inChain = inChain || avc.av == av
+			}
+			if !inChain {
+				return fmt.Errorf("%v: anon_vma %d is not in the chain of %v (pid %d) that maps it", pfn, av.id, v, mp.as.pid)
+			}
+		}
+		// The rmap walk must find every PTE, and each once.
+		buf = c.m.rmapCandidates(pg, buf[:0])
+		for _, mp := range maps {
+			n := 0
+			for _, cand := range buf {
+				if cand.AS == mp.as && cand.Addr == mp.addr {
+					n++
+				}
+			}
+			switch n {
+			case 1:
+			case 0:
+				return fmt.Errorf("%v: rmap walk misses pid %d %#08x", pfn, mp.as.pid, mp.addr)
+			default:
+				return fmt.Errorf("%v: rmap walk visits pid %d %#08x %d times", pfn, mp.as.pid, mp.addr, n)
+			}
+		}
+	}
+	var anon int64
+	for pfn := pool.Start(); pfn < pool.End(); pfn++ {
+		if n := pool.Page(pfn).MapCount(); n != 0 {
+			if _, ok := c.mapped[pfn]; !ok {
+				return fmt.Errorf("%v: map count %d but no PTE maps it", pfn, n)
+			}
+			anon++
+		}
+	}
+	if got := c.m.nrAnonPages.Load(); got != anon {
+		return fmt.Errorf("AnonPages counter %d, %d pages are mapped", got, anon)
+	}
+	zero, err := pool.Frame(c.m.zeroPFN)
+	if err != nil {
+		return err
+	}
+	for i, b := range zero {
+		if b != 0 {
+			return fmt.Errorf("the zero page has %#02x at offset %d", b, i)
+		}
+	}
+	return nil
+}
+
+func (c *checker) anonVMAs() error {
+	// Families: each anon_vma's parent and root are live too.
+	for av := range c.avs {
+		for _, a := range []*anonVMA{av.parent, av.root} {
+			if _, ok := c.avs[a]; !ok {
+				return fmt.Errorf("anon_vma %d: its parent or root %d is linked to no VMA", av.id, a.id)
+			}
+		}
+	}
+	for av := range c.avs {
+		if av.parent != av {
+			c.avs[av.parent].children++
+		} else {
+			c.avs[av].children++
+		}
+		if av.root != av {
+			c.avs[av.root].nonroots++
+		}
+	}
+	for av, s := range c.avs {
+		av.root.mu.RLock()
+		nodes, err := av.tree.check()
+		children, active, ref := av.numChildren, av.numActiveVMAs, av.refcount
+		av.root.mu.RUnlock()
+		if err != nil {
+			return fmt.Errorf("anon_vma %d: %w", av.id, err)
+		}
+		for _, n := range nodes {
+			if n.val.av != av {
+				return fmt.Errorf("anon_vma %d: tree holds a chain entry of anon_vma %d", av.id, n.val.av.id)
+			}
+		}
+		wantRef := int32(1)
+		if av.root == av {
+			wantRef += int32(s.nonroots)
+		}
+		switch {
+		case av.root.root != av.root || av.parent.root != av.root:
+			return fmt.Errorf("anon_vma %d: inconsistent root", av.id)
+		case len(nodes) != s.chains:
+			return fmt.Errorf("anon_vma %d: tree holds %d chain entries, %d point at it", av.id, len(nodes), s.chains)
+		case active != s.active:
+			return fmt.Errorf("anon_vma %d: num_active_vmas %d, want %d", av.id, active, s.active)
+		case children != s.children:
+			return fmt.Errorf("anon_vma %d: num_children %d, want %d", av.id, children, s.children)
+		case ref != wantRef:
+			return fmt.Errorf("anon_vma %d: refcount %d, want %d", av.id, ref, wantRef)
+		}
+	}
+	if got := c.m.nrAnonVMAs.Load(); got != int64(len(c.avs)) {
+		return fmt.Errorf("%d anon_vmas counted live, %d reachable", got, len(c.avs))
+	}
+	if got := c.m.nrAVCs.Load(); got != c.avcs {
+		return fmt.Errorf("%d anon_vma chains counted, %d linked", got, c.avcs)
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+// Package mm is the virtual memory manager: address spaces of private
+// anonymous memory in the ARMv7 task window, their page faults, fork with
+// copy-on-write, and anon_vma reverse mapping, on top of the page
+// allocator (mm/phys) and the translation tables (mm/pgtable). It follows
+// Linux's mm in semantics and names; the Linux function each piece models
+// is named beside it.
+//
+// # Objects
+//
+// A Manager is the machine's memory manager: the pool, the shared zero
+// page, the registry of address spaces (by PID, for /proc/PID) and the
+// counters /proc/meminfo reports. An AddressSpace (mm_struct) has VMAs
+// (vm_area_struct) in an interval tree plus a sorted list, and a
+// pgtable.Table. All task memory access goes through the software MMU:
+// AddressSpace.Read and Write translate each page with the hardware
+// entries exactly as the MMU would and, on a fault, call the fault handler
+// and retry, like a CPU taking a data abort.
+//
+// # Faults
+//
+//   - no VMA, or a VMA that forbids the access: a *FaultError with the
+//     address, the access and SEGV_MAPERR or SEGV_ACCERR;
+//   - read of an empty PTE: the zero page, read-only (do_anonymous_page);
+//   - write of an empty PTE: a zeroed page, writable and dirty;
+//   - write of a read-only PTE in a writable VMA (the zero page, or a page
+//     shared since fork): reused in place if this mapping is its only user,
+//     else copied (do_wp_page);
+//   - a present PTE that is not young, or clean on a write: the software
+//     bit is set, which grants the hardware permission (Linux/ARM's
+//     dirty/young emulation);
+//   - a swap PTE: the page is read back through the Swap hooks.
+//
+// # Locks, in order
+//
+//	AddressSpace.mmapLock   (mmap_lock) faults, Read/Write and
+//	                        MADV_DONTNEED hold it for reading; Mmap,
+//	                        Munmap, Mprotect, other madvise, Fork and Exit
+//	                        for writing
+//	  AddressSpace.ptl      (page_table_lock) the table, the VMAs' anon_vma
+//	                        fields while a fault sets them, exited; Fork
+//	                        nests the child's under the parent's
+//	    anonVMA root .mu    (anon_vma->root->rwsem) every interval tree and
+//	                        degree counter of one fork family
+//	      LRU / phys locks  (mm/phys's zone lock)
+//
+// Page allocation may enter reclaim, which walks page tables, so nothing
+// allocates from phys with a page-table lock held: faults drop it around
+// the allocation and check the PTE again after (pte_same), and tables are
+// populated the same way.
+//
+// Linux takes anon_vma locks before page-table locks (mm/rmap.c). Here the
+// page-table lock comes first, so an rmap walk cannot hold the anon_vma
+// lock while it visits PTEs: it collects the candidate (space, address)
+// pairs under the anon_vma root lock, drops it, and checks each one under
+// that space's page-table lock, where a PTE that still maps the frame is a
+// mapping whatever happened to the VMA meanwhile. The caller of a walk
+// holds the page lock (PGLocked), which keeps page.Mapping from moving
+// (page_move_anon_rmap takes it too).
+//
+// # Invariants (Manager.Check asserts them)
+//
+//   - a page's map count equals the PTEs that map it, its reference count
+//     is at least that, and every PTE mapping it is found exactly once by
+//     an rmap walk from its anon_vma;
+//   - a page's anon_vma is in the chain of every VMA mapping it, and its
+//     Index is its linear page index in each;
+//   - no PTE lies outside a VMA or grants more than the VMA allows; every
+//     hardware entry is the one derived from its software PTE;
+//   - VMAs are sorted, disjoint and maximally merged; every chain has one
+//     root; an anon_vma's tree holds exactly the chains linked to it, and
+//     its degree counters and reference count are what its family says;
+//   - every page handed to an address space was zeroed (VerifyZeroed
+//     checks it as it happens);
+//   - when every address space has exited and the Manager is closed,
+//     every frame is back in the pool.
+package mm

@@ -1,0 +1,391 @@
+package mm
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
+// AddressSpace is one task's view of memory (Linux's mm_struct): its VMAs
+// and its translation table for the task window. Memory is read and written
+// through the software MMU (Read, Write), which faults and retries as a CPU
+// would.
+type AddressSpace struct {
+	mgr *Manager
+	pid int
+
+	// mmapLock is mmap_lock: faults and reads/writes hold it for reading;
+	// Mmap, Munmap, Mprotect, Fork and Exit for writing.
+	mmapLock sync.RWMutex
+	// ptl is the page-table lock (mm->page_table_lock): it covers the
+	// table, the VMAs' anon_vma fields while a fault sets them, and exited.
+	ptl sync.Mutex
+	pt  *pgtable.Table
+
+	vmas       itree[*VMA]
+	head, tail *VMA
+	nrVMAs     int
+
+	exited     bool
+	zeroMapped int64 // under ptl: PTEs mapping the zero page
+
+	rss      atomic.Int64 // anonymous pages mapped (MM_ANONPAGES)
+	swapents atomic.Int64 // swap PTEs (MM_SWAPENTS)
+	minflt   atomic.Int64 // faults resolved without I/O
+	majflt   atomic.Int64 // faults that read from swap
+}
+
+// PID is the address space's process ID, the one /proc/PID would use.
+func (as *AddressSpace) PID() int { return as.pid }
+
+// Manager returns the Manager that made the address space.
+func (as *AddressSpace) Manager() *Manager { return as.mgr }
+
+// Faults returns the counts of minor and major faults resolved.
+func (as *AddressSpace) Faults() (minor, major int64) { return as.minflt.Load(), as.majflt.Load() }
+
+// VMAs returns a snapshot of the areas, in address order.
+func (as *AddressSpace) VMAs() []VMAInfo {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	var out []VMAInfo
+	for v := as.head; v != nil; v = v.next {
+		out = append(out, VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff})
+	}
+	return out
+}
+
+// VMAInfo describes one VMA.
+type VMAInfo struct {
+	Start, End uint32
+	Flags      VMFlags
+	Pgoff      uint32
+}
+
+const maxFaultRetries = 64
+
+// Read copies memory at addr into buf through the software MMU.
+func (as *AddressSpace) Read(addr uint32, buf []byte) error {
+	return as.access(addr, buf, pgtable.AccessRead)
+}
+
+// Write copies data to memory at addr through the software MMU.
+func (as *AddressSpace) Write(addr uint32, data []byte) error {
+	return as.access(addr, data, pgtable.AccessWrite)
+}
+
+// access moves bytes a page at a time: translate with the table as the MMU
+// would, and on a fault run the fault handler and try again. Bytes before
+// a fault that cannot be resolved have been transferred, as with a CPU
+// copy loop that takes a signal.
+func (as *AddressSpace) access(addr uint32, buf []byte, acc pgtable.Access) error {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	if as.exited {
+		return ErrExited
+	}
+	for done := 0; done < len(buf); {
+		at := uint64(addr) + uint64(done)
+		if at >= 1<<32 {
+			return &FaultError{Addr: 0, Access: acc, Reason: MapError}
+		}
+		va := uint32(at)
+		n := min(pgtable.PageSize-int(va%pgtable.PageSize), len(buf)-done)
+		for try := 0; ; try++ {
+			as.ptl.Lock()
+			pa, fs := as.pt.Translate(va, acc, true)
+			if fs == 0 {
+				frame, err := as.mgr.frameAt(pa)
+				if err == nil {
+					off := pa % pgtable.PageSize
+					if acc == pgtable.AccessWrite {
+						copy(frame[off:], buf[done:done+n])
+					} else {
+						copy(buf[done:done+n], frame[off:])
+					}
+				}
+				as.ptl.Unlock()
+				if err != nil {
+					return err
+				}
+				break
+			}
+			as.ptl.Unlock()
+			if try == maxFaultRetries {
+				return errorf("%v at %#08x: still faulting (%v) after %d faults handled", acc, va, fs, try)
+			}
+			if err := as.handleFault(va, acc); err != nil {
+				return err
+			}
+		}
+		done += n
+	}
+	return nil
+}
+
+func (m *Manager) frameAt(pa uint32) ([]byte, error) {
+	pfn, err := m.pool.PFNOf(uint64(pa))
+	if err != nil {
+		return nil, err
+	}
+	return m.pool.Frame(pfn)
+}
+
+// HandleFault resolves a fault at addr for an access, as the data abort
+// handler would: it returns nil when the access can be retried, or a
+// *FaultError saying why not.
+func (as *AddressSpace) HandleFault(addr uint32, acc pgtable.Access) error {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	if as.exited {
+		return ErrExited
+	}
+	return as.handleFault(addr, acc)
+}
+
+// handleFault is handle_mm_fault; the mmap lock is held for reading.
+func (as *AddressSpace) handleFault(addr uint32, acc pgtable.Access) error {
+	v := as.lookup(addr)
+	if v == nil {
+		return &FaultError{Addr: addr, Access: acc, Reason: MapError}
+	}
+	if !v.allows(acc) {
+		return &FaultError{Addr: addr, Access: acc, Reason: AccessError}
+	}
+	va := addr &^ (pgtable.PageSize - 1)
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	pte := as.pt.PTE(va)
+	var err error
+	switch {
+	case pte.None() && acc == pgtable.AccessWrite:
+		err = as.doAnonymousPage(v, va)
+	case pte.None():
+		err = as.mapZeroPage(v, va)
+	case pte.IsSwap():
+		return as.doSwapPage(v, va, pte, acc)
+	case acc == pgtable.AccessWrite && !pte.Has(pgtable.Write):
+		err = as.doWPPage(v, va, pte)
+	default:
+		// Only the software bits are missing: the first access to an old
+		// page, or the first write to a clean one (handle_pte_fault's
+		// pte_mkyoung and pte_mkdirty).
+		want := pte | pgtable.Young
+		if acc == pgtable.AccessWrite {
+			want |= pgtable.Dirty
+		}
+		if want != pte {
+			as.pt.Set(va, want)
+		}
+	}
+	if err != nil {
+		return &FaultError{Addr: addr, Access: acc, Reason: OutOfMemory, Err: err}
+	}
+	as.minflt.Add(1)
+	return nil
+}
+
+// newPage allocates a page for a fault with the page-table lock dropped
+// (allocation may reclaim, and reclaim takes page-table locks).
+func (as *AddressSpace) newPage(ctx phys.Context) (phys.PFN, error) {
+	as.ptl.Unlock()
+	pfn, err := as.mgr.pool.AllocPage(ctx)
+	as.ptl.Lock()
+	if err == nil && as.mgr.cfg.VerifyZeroed && ctx&phys.Zeroed != 0 {
+		err = as.mgr.verifyZeroed(pfn)
+	}
+	return pfn, err
+}
+
+func (m *Manager) verifyZeroed(pfn phys.PFN) error {
+	b, err := m.pool.Frame(pfn)
+	if err != nil {
+		return err
+	}
+	for i, c := range b {
+		if c != 0 {
+			m.pool.Put(pfn)
+			return errorf("new page %v has byte %#02x at offset %d: not zeroed", pfn, c, i)
+		}
+	}
+	return nil
+}
+
+// doAnonymousPage maps a new zeroed page for a write to an empty PTE.
+func (as *AddressSpace) doAnonymousPage(v *VMA, va uint32) error {
+	pfn, err := as.newPage(phys.User)
+	if err != nil {
+		return err
+	}
+	if err := as.pt.Populate(va, &as.ptl); err != nil {
+		as.mgr.pool.Put(pfn)
+		return err
+	}
+	if !as.pt.PTE(va).None() { // another fault got there: retry the access
+		return as.mgr.pool.Put(pfn)
+	}
+	as.anonVMAPrepare(v)
+	as.mgr.pageAddNewAnonRmap(as.mgr.pool.Page(pfn), v, va)
+	as.rss.Add(1)
+	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
+	return nil
+}
+
+// mapZeroPage maps the shared zero page read-only for a read of an empty
+// PTE: untouched memory costs no page until it is written.
+func (as *AddressSpace) mapZeroPage(v *VMA, va uint32) error {
+	if err := as.pt.Populate(va, &as.ptl); err != nil {
+		return err
+	}
+	if !as.pt.PTE(va).None() {
+		return nil
+	}
+	as.pt.Set(va, pgtable.MkPTE(as.mgr.zeroPA, v.ptePerms()|pgtable.Young|pgtable.Special))
+	as.zeroMapped++
+	return nil
+}
+
+// doWPPage handles a write to a present PTE without write permission: the
+// zero page, or a page shared copy-on-write. A page this mapping alone
+// holds is made writable in place; anything else is copied (do_wp_page).
+func (as *AddressSpace) doWPPage(v *VMA, va uint32, pte pgtable.PTE) error {
+	if pte.Has(pgtable.Special) {
+		return as.wpCopy(v, va, pte, 0)
+	}
+	pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+	pg := as.mgr.pool.Page(pfn)
+	// Reuse needs the page lock, as page_move_anon_rmap does: an rmap walk
+	// (which holds it) must not see Mapping change under it.
+	if pg.RefCount() == 1 && pg.MapCount() == 1 && !pg.TestAndSet(phys.PGLocked) {
+		reuse := pg.RefCount() == 1 && pg.MapCount() == 1
+		if reuse {
+			pg.Mapping = v.anonVMA
+		}
+		pg.Clear(phys.PGLocked)
+		if reuse {
+			as.pt.Set(va, pte|pgtable.Write|pgtable.Dirty|pgtable.Young)
+			return nil
+		}
+	}
+	return as.wpCopy(v, va, pte, pfn)
+}
+
+// wpCopy breaks COW: a new page, a copy of old (or zeroed, for the zero
+// page, old == 0), mapped writable in place of pte.
+func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN) error {
+	pool := as.mgr.pool
+	ctx := phys.User
+	if old != 0 {
+		// Our PTE holds a reference, but the lock is about to be dropped.
+		if err := pool.Get(old); err != nil {
+			return err
+		}
+		defer pool.Put(old)
+		ctx &^= phys.Zeroed // every byte is about to be copied over
+	}
+	pfn, err := as.newPage(ctx)
+	if err != nil {
+		return err
+	}
+	if old != 0 {
+		dst, _ := pool.Frame(pfn)
+		src, _ := pool.Frame(old)
+		copy(dst, src)
+	}
+	if as.pt.PTE(va) != pte { // changed while unlocked: retry the access
+		return pool.Put(pfn)
+	}
+	as.anonVMAPrepare(v)
+	as.mgr.pageAddNewAnonRmap(pool.Page(pfn), v, va)
+	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
+	if old == 0 {
+		as.zeroMapped--
+		as.rss.Add(1)
+		return nil
+	}
+	as.mgr.pageRemoveRmap(pool.Page(old))
+	return pool.Put(old) // the old PTE's reference
+}
+
+// doSwapPage brings a swapped-out page back. It is mapped read-only: a
+// write retries into doWPPage, which reuses it when nothing else holds it.
+// A page coming back without an anon_vma gets the root of the VMA's: it
+// may be shared with any process of the fork tree.
+func (as *AddressSpace) doSwapPage(v *VMA, va uint32, pte pgtable.PTE, acc pgtable.Access) error {
+	swap := as.mgr.cfg.Swap
+	entry := pte.Swap()
+	if swap == nil {
+		return &FaultError{Addr: va, Access: acc, Reason: SwapError, Err: errorf("%v with no swap device", entry)}
+	}
+	as.ptl.Unlock()
+	pfn, err := swap.In(entry)
+	as.ptl.Lock()
+	if err != nil {
+		return &FaultError{Addr: va, Access: acc, Reason: SwapError, Err: err}
+	}
+	if as.pt.PTE(va) != pte {
+		return as.mgr.pool.Put(pfn)
+	}
+	pg := as.mgr.pool.Page(pfn)
+	if anonVMAOf(pg) == nil {
+		as.anonVMAPrepare(v)
+		pg.Mapping = v.anonVMA.root
+		pg.Index = v.linearIndex(va)
+		pg.Set(phys.PGSwapBacked | phys.PGUptodate)
+	}
+	if pg.IncMapCount() == 1 {
+		as.mgr.nrAnonPages.Add(1)
+	}
+	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young))
+	as.rss.Add(1)
+	as.swapents.Add(-1)
+	swap.Free(entry)
+	as.majflt.Add(1)
+	return nil
+}
+
+// zap unmaps every PTE in [start, end) of v (zap_pte_range): pages lose a
+// mapping and a reference, swap slots a reference. The page-table lock is
+// held; emptied table pages are freed as they empty.
+func (as *AddressSpace) zap(start, end uint32) error {
+	var firstErr error
+	pool := as.mgr.pool
+	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
+		switch {
+		case pte.IsSwap():
+			as.mgr.cfg.Swap.Free(pte.Swap())
+			as.swapents.Add(-1)
+		case pte.Has(pgtable.Special):
+			as.zeroMapped--
+		default:
+			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+			as.mgr.pageRemoveRmap(pool.Page(pfn))
+			as.rss.Add(-1)
+			if err := pool.Put(pfn); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		as.pt.Set(va, 0)
+		return true
+	})
+	return firstErr
+}
+
+// FollowPage returns the anonymous page mapped at addr with a reference
+// taken for the caller, who drops it with Put (follow_page with FOLL_GET).
+// The zero page, swap entries and unmapped addresses give false.
+func (as *AddressSpace) FollowPage(addr uint32) (phys.PFN, bool) {
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	if as.exited || !pgtable.InWindow(addr) {
+		return 0, false
+	}
+	pte := as.pt.PTE(addr &^ pageMask)
+	if !pte.Present() || pte.Has(pgtable.Special) {
+		return 0, false
+	}
+	pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+	return pfn, as.mgr.pool.Get(pfn) == nil
+}

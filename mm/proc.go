@@ -1,0 +1,146 @@
+package mm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
+// /proc/PID/maps and /proc/PID/smaps, in the format of Linux 6.1
+// (fs/proc/task_mmu.c) on a 32-bit machine.
+
+// WriteMaps writes the address space's /proc/PID/maps.
+func (as *AddressSpace) WriteMaps(w io.Writer) error {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	b := bufio.NewWriter(w)
+	for v := as.head; v != nil; v = v.next {
+		writeMapsLine(b, v)
+	}
+	return b.Flush()
+}
+
+// writeMapsLine is show_map_vma for an anonymous VMA: no file, so offset,
+// device and inode are zero, and with no name the line ends in the space
+// after the inode.
+func writeMapsLine(b *bufio.Writer, v *VMA) {
+	perm := func(f VMFlags, c byte) byte {
+		if v.flags&f != 0 {
+			return c
+		}
+		return '-'
+	}
+	shared := byte('p')
+	if v.flags&VMMayShare != 0 {
+		shared = 's'
+	}
+	fmt.Fprintf(b, "%08x-%08x %c%c%c%c %08x %02x:%02x %d \n", v.start, v.end,
+		perm(VMRead, 'r'), perm(VMWrite, 'w'), perm(VMExec, 'x'), shared, 0, 0, 0, 0)
+}
+
+// memSizeStats is Linux's struct mem_size_stats, in bytes; the PSS sums
+// are fixed point with pssShift fraction bits.
+type memSizeStats struct {
+	resident, sharedClean, sharedDirty, privateClean, privateDirty uint64
+	referenced, anonymous, lazyfree, anonymousTHP, swap            uint64
+	pss, pssDirty, swapPss                                         uint64
+}
+
+const pssShift = 12
+
+// gather walks v's PTEs as smaps_pte_entry does. The zero page is not
+// counted: it has no page descriptor of its own (vm_normal_page is NULL).
+func (as *AddressSpace) gather(v *VMA) memSizeStats {
+	var s memSizeStats
+	pool := as.mgr.pool
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	as.pt.Range(v.start, v.end, func(va uint32, pte pgtable.PTE) bool {
+		switch {
+		case pte.IsSwap():
+			s.swap += pgtable.PageSize
+			n := 1
+			if sw := as.mgr.cfg.Swap; sw != nil {
+				n = max(sw.Count(pte.Swap()), 1)
+			}
+			s.swapPss += pgtable.PageSize << pssShift / uint64(n)
+		case pte.Has(pgtable.Special):
+		default:
+			s.account(pool.Page(phys.PFN(pte.PA()>>pgtable.PageShift)), pte)
+		}
+		return true
+	})
+	return s
+}
+
+// account is smaps_account for one small page.
+func (s *memSizeStats) account(pg *phys.Page, pte pgtable.PTE) {
+	const size = pgtable.PageSize
+	dirty := pte.Has(pgtable.Dirty) || pg.Test(phys.PGDirty)
+	s.anonymous += size
+	if !pg.Test(phys.PGSwapBacked) && !dirty {
+		s.lazyfree += size
+	}
+	s.resident += size
+	if pte.Has(pgtable.Young) || pg.Test(phys.PGReferenced) {
+		s.referenced += size
+	}
+	pss := uint64(size) << pssShift
+	mapcount := pg.MapCount()
+	private := pg.RefCount() == 1 || mapcount < 2
+	if !private {
+		pss /= uint64(mapcount)
+	}
+	s.pss += pss
+	switch {
+	case dirty && private:
+		s.pssDirty += pss
+		s.privateDirty += size
+	case dirty:
+		s.pssDirty += pss
+		s.sharedDirty += size
+	case private:
+		s.privateClean += size
+	default:
+		s.sharedClean += size
+	}
+}
+
+// WriteSmaps writes the address space's /proc/PID/smaps.
+func (as *AddressSpace) WriteSmaps(w io.Writer) error {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	b := bufio.NewWriter(w)
+	for v := as.head; v != nil; v = v.next {
+		s := as.gather(v)
+		writeMapsLine(b, v)
+		kb := func(name string, bytes uint64) { fmt.Fprintf(b, "%-16s%8d kB\n", name+":", bytes>>10) }
+		kb("Size", uint64(v.end-v.start))
+		kb("KernelPageSize", pgtable.PageSize)
+		kb("MMUPageSize", pgtable.PageSize)
+		kb("Rss", s.resident)
+		kb("Pss", s.pss>>pssShift)
+		kb("Pss_Dirty", s.pssDirty>>pssShift)
+		kb("Shared_Clean", s.sharedClean)
+		kb("Shared_Dirty", s.sharedDirty)
+		kb("Private_Clean", s.privateClean)
+		kb("Private_Dirty", s.privateDirty)
+		kb("Referenced", s.referenced)
+		kb("Anonymous", s.anonymous)
+		kb("LazyFree", s.lazyfree)
+		kb("AnonHugePages", s.anonymousTHP)
+		kb("ShmemPmdMapped", 0)
+		kb("FilePmdMapped", 0)
+		kb("Shared_Hugetlb", 0)
+		fmt.Fprintf(b, "%-17s%7d kB\n", "Private_Hugetlb:", 0) // one column narrower, as in Linux
+		kb("Swap", s.swap)
+		kb("SwapPss", s.swapPss>>pssShift)
+		kb("Locked", 0)
+		fmt.Fprintf(b, "THPeligible:    %d\n", 0)
+		fmt.Fprintf(b, "VmFlags: %s\n", v.flags.Mnemonics())
+	}
+	return b.Flush()
+}

@@ -1,0 +1,7 @@
+//go:build race
+
+package vmtest
+
+// The race detector slows the model test by an order of magnitude; make
+// test runs the full million steps in a separate build without it.
+const modelSteps = 1 << 15

@@ -1,0 +1,113 @@
+package vmtest
+
+import (
+	"fmt"
+	"sync"
+
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
+// RAMSwap is a swap device in Go memory, enough to drive mm's swap PTEs:
+// slots hold a page's bytes and a reference count (swap_map).
+type RAMSwap struct {
+	Pool *phys.Pool
+
+	mu    sync.Mutex
+	slots map[uint32]*slot
+	next  uint32
+}
+
+type slot struct {
+	data  [pgtable.PageSize]byte
+	count int
+}
+
+// NewRAMSwap returns an empty device that allocates swapped-in pages from pool.
+func NewRAMSwap(pool *phys.Pool) *RAMSwap {
+	return &RAMSwap{Pool: pool, slots: map[uint32]*slot{}}
+}
+
+// Store copies the page at pfn to a new slot with one reference (the swap
+// cache's) and returns its entry.
+func (s *RAMSwap) Store(pfn phys.PFN) (pgtable.SwapEntry, error) {
+	b, err := s.Pool.Frame(pfn)
+	if err != nil {
+		return pgtable.SwapEntry{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next++
+	sl := &slot{count: 1}
+	copy(sl.data[:], b)
+	s.slots[s.next] = sl
+	return pgtable.SwapEntry{Type: 0, Offset: s.next}, nil
+}
+
+// Slots is the number of slots in use.
+func (s *RAMSwap) Slots() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.slots)
+}
+
+func (s *RAMSwap) lookup(e pgtable.SwapEntry) (*slot, error) {
+	sl := s.slots[e.Offset]
+	if e.Type != 0 || sl == nil {
+		return nil, fmt.Errorf("ramswap: %v is not in use", e)
+	}
+	return sl, nil
+}
+
+// Dup implements mm.Swap.
+func (s *RAMSwap) Dup(e pgtable.SwapEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl, err := s.lookup(e)
+	if err == nil {
+		sl.count++
+	}
+	return err
+}
+
+// Free implements mm.Swap.
+func (s *RAMSwap) Free(e pgtable.SwapEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl, err := s.lookup(e)
+	if err != nil {
+		panic(err) // mm freed a slot it did not hold: a bug the test must see
+	}
+	if sl.count--; sl.count == 0 {
+		delete(s.slots, e.Offset)
+	}
+}
+
+// Count implements mm.Swap.
+func (s *RAMSwap) Count(e pgtable.SwapEntry) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl, err := s.lookup(e); err == nil {
+		return sl.count
+	}
+	return 0
+}
+
+// In implements mm.Swap: a new page with the slot's bytes.
+func (s *RAMSwap) In(e pgtable.SwapEntry) (phys.PFN, error) {
+	s.mu.Lock()
+	sl, err := s.lookup(e)
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	pfn, err := s.Pool.AllocPage(phys.User &^ phys.Zeroed)
+	if err != nil {
+		return 0, err
+	}
+	b, _ := s.Pool.Frame(pfn)
+	s.mu.Lock()
+	copy(b, sl.data[:])
+	s.mu.Unlock()
+	return pfn, nil
+}

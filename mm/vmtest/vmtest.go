@@ -1,0 +1,588 @@
+// Package vmtest drives mm with random sequences of address-space
+// operations and checks every step against a reference model: the
+// differential property test of mm, shared by the host tests, the fuzz
+// target and the image's vm scenario.
+//
+// The model is deliberately naive: per address space, a map from page
+// address to the page's protection and contents, where fork copies the
+// map and a write copies the contents it changes. Whatever mm does with
+// page tables, anon_vmas, copy-on-write and swap, every byte read must be
+// what the model says, every refused access must be refused for the
+// model's reason at the model's address, and after every step mm.Check
+// (which compares every page table with the rmap walks, map counts and
+// counters) must pass.
+package vmtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"yolk/mm"
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
+// Source supplies the random choices: math/rand for property tests, the
+// fuzzer's bytes for fuzzing.
+type Source interface {
+	// Intn returns a value in [0, n).
+	Intn(n int) int
+}
+
+// Config bounds a run.
+type Config struct {
+	Steps int
+	// MaxSpaces caps the live address spaces (default 6).
+	MaxSpaces int
+	// CheckEvery runs mm.Check after every CheckEvery-th step (default 1).
+	CheckEvery int
+}
+
+// Stats count what a run did.
+type Stats struct {
+	Steps, Checks                            int
+	Ops                                      map[string]int
+	Refused                                  int // operations the model expected to fail, and that failed
+	MaxSpaces, MaxVMAs, MaxPages, MaxAnonVMA int64
+}
+
+// The arena: operations aim at the top 4 MiB of the window (where mmap's
+// top-down search puts mappings anyway) so that they keep hitting each
+// other, two table pages' worth.
+const (
+	arenaPages = 1024
+	arenaStart = pgtable.WindowEnd - arenaPages*pgtable.PageSize
+	pageSize   = pgtable.PageSize
+)
+
+type page struct {
+	prot     mm.Prot
+	dontfork bool
+	data     *[pageSize]byte // nil: zero; never written in place
+}
+
+type space struct {
+	as    *mm.AddressSpace
+	pages map[uint32]*page
+}
+
+type runner struct {
+	mgr    *mm.Manager
+	swap   *RAMSwap
+	src    Source
+	cfg    Config
+	spaces []*space
+	stats  Stats
+	buf    []byte
+}
+
+// Run performs cfg.Steps random operations on address spaces of mgr, which
+// must have been created with swap as its Swap (nil: no reclaim ops) and
+// VerifyZeroed set, and have no address spaces. Every space is exited
+// before it returns; the caller checks the pool for leaks.
+func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) {
+	if cfg.MaxSpaces <= 0 {
+		cfg.MaxSpaces = 6
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = 1
+	}
+	r := &runner{mgr: mgr, swap: swap, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}}}
+	err := r.run()
+	for _, s := range r.spaces {
+		if xerr := s.as.Exit(); err == nil && xerr != nil {
+			err = xerr
+		}
+	}
+	if err == nil {
+		if err = mgr.Check(); err == nil && swap != nil && swap.Slots() != 0 {
+			err = fmt.Errorf("%d swap slots still referenced after every space exited", swap.Slots())
+		}
+	}
+	return r.stats, err
+}
+
+func (r *runner) run() error {
+	for step := 0; step < r.cfg.Steps; step++ {
+		if len(r.spaces) == 0 {
+			as, err := r.mgr.NewAddressSpace()
+			if err != nil {
+				return err
+			}
+			r.spaces = append(r.spaces, &space{as: as, pages: map[uint32]*page{}})
+		}
+		s := r.spaces[r.src.Intn(len(r.spaces))]
+		name, err := r.step(s)
+		r.stats.Ops[name]++
+		r.stats.Steps++
+		if err != nil {
+			return fmt.Errorf("step %d (%s, pid %d): %w", step, name, s.as.PID(), err)
+		}
+		if err := r.compareVMAs(s); err != nil {
+			return fmt.Errorf("step %d (%s, pid %d): %w", step, name, s.as.PID(), err)
+		}
+		if (step+1)%r.cfg.CheckEvery == 0 {
+			r.stats.Checks++
+			if err := r.mgr.Check(); err != nil {
+				return fmt.Errorf("step %d (%s, pid %d): %w", step, name, s.as.PID(), err)
+			}
+		}
+		r.account()
+	}
+	return nil
+}
+
+func (r *runner) account() {
+	st := r.mgr.Stats()
+	r.stats.MaxSpaces = max(r.stats.MaxSpaces, int64(st.AddressSpaces))
+	r.stats.MaxVMAs = max(r.stats.MaxVMAs, int64(st.VMAs))
+	r.stats.MaxPages = max(r.stats.MaxPages, st.AnonPages)
+	r.stats.MaxAnonVMA = max(r.stats.MaxAnonVMA, st.AnonVMAs)
+}
+
+func (r *runner) step(s *space) (string, error) {
+	switch n := r.src.Intn(100); {
+	case n < 14:
+		return "mmap", r.mmap(s)
+	case n < 20:
+		return "munmap", r.munmap(s)
+	case n < 27:
+		return "mprotect", r.mprotect(s)
+	case n < 31:
+		return "madvise", r.madvise(s)
+	case n < 35:
+		return "fork", r.fork(s)
+	case n < 38:
+		return "exit", r.exit(s)
+	case n < 62:
+		return "write", r.write(s)
+	case n < 86:
+		return "read", r.read(s)
+	case n < 93:
+		return "reclaim", r.reclaim(s)
+	default:
+		return "referenced", r.referenced(s)
+	}
+}
+
+// Address and length choices: mostly page aligned inside the arena, with
+// a few that stray.
+func (r *runner) addr() uint32 {
+	return arenaStart + uint32(r.src.Intn(arenaPages))*pageSize
+}
+
+func (r *runner) pages() uint32 { return uint32(1 + r.src.Intn(16)) }
+
+func (r *runner) prot() mm.Prot {
+	if r.src.Intn(10) == 0 {
+		return mm.ProtNone
+	}
+	return mm.Prot(1 + r.src.Intn(7))
+}
+
+func (r *runner) refused(err error) {
+	if err != nil {
+		r.stats.Refused++
+	}
+}
+
+func expectErr(got, want error) error {
+	if want == nil && got == nil || want != nil && errors.Is(got, want) {
+		return nil
+	}
+	return fmt.Errorf("got error %v, want %v", got, want)
+}
+
+func (r *runner) mmap(s *space) error {
+	npages := r.pages()
+	size := npages * pageSize
+	prot := r.prot()
+	var flags mm.MapFlags
+	var hint uint32
+	switch r.src.Intn(4) {
+	case 0:
+		flags, hint = mm.MapFixed, r.addr()
+	case 1:
+		flags, hint = mm.MapFixedNoReplace, r.addr()
+	case 2:
+		hint = r.addr()
+	}
+	fixed := flags != 0
+	if fixed && uint64(hint)+uint64(size) > uint64(pgtable.WindowEnd) {
+		_, err := s.as.Mmap(hint, size, prot, flags)
+		r.refused(err)
+		return expectErr(err, mm.ErrInvalid)
+	}
+	if flags == mm.MapFixedNoReplace && !s.free(hint, npages) {
+		_, err := s.as.Mmap(hint, size, prot, flags)
+		r.refused(err)
+		return expectErr(err, mm.ErrExist)
+	}
+	addr, err := s.as.Mmap(hint, size-uint32(r.src.Intn(pageSize)), prot, flags) // unaligned lengths round up
+	if err != nil {
+		return err
+	}
+	var want uint32
+	switch {
+	case fixed:
+		want = hint
+	case hint != 0 && uint64(hint)+uint64(size) <= uint64(pgtable.WindowEnd) && s.free(hint, npages):
+		want = hint
+	default:
+		want = s.topDown(npages)
+	}
+	if addr != want {
+		return fmt.Errorf("mmap(%#x, %d pages, %v) returned %#08x, want %#08x", hint, npages, flags, addr, want)
+	}
+	for i := uint32(0); i < npages; i++ {
+		s.pages[addr+i*pageSize] = &page{prot: prot}
+	}
+	return nil
+}
+
+func (s *space) free(addr, npages uint32) bool {
+	for i := uint32(0); i < npages; i++ {
+		if s.pages[addr+i*pageSize] != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// topDown is where Linux's top-down search puts npages: the highest free
+// run of pages.
+func (s *space) topDown(npages uint32) uint32 {
+	run := uint32(0)
+	for a := pgtable.WindowEnd - pageSize; a >= pgtable.WindowStart; a -= pageSize {
+		if s.pages[a] != nil {
+			run = 0
+			continue
+		}
+		if run++; run == npages {
+			return a
+		}
+	}
+	return 0
+}
+
+func (r *runner) munmap(s *space) error {
+	addr, npages := r.addr(), r.pages()
+	size := npages * pageSize
+	err := s.as.Munmap(addr, size)
+	if uint64(addr)+uint64(size) > uint64(pgtable.WindowEnd) {
+		r.refused(err)
+		return expectErr(err, mm.ErrInvalid)
+	}
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < npages; i++ {
+		delete(s.pages, addr+i*pageSize)
+	}
+	return nil
+}
+
+func (r *runner) mprotect(s *space) error {
+	addr, npages := r.addr(), r.pages()
+	prot := r.prot()
+	err := s.as.Mprotect(addr, npages*pageSize, prot)
+	var want error
+	for i := uint32(0); i < npages; i++ {
+		a := uint64(addr) + uint64(i)*pageSize
+		p := s.pages[uint32(a)]
+		if a >= uint64(pgtable.WindowEnd) || p == nil {
+			want = mm.ErrNotMapped
+			break
+		}
+		p.prot = prot
+	}
+	r.refused(want)
+	return expectErr(err, want)
+}
+
+func (r *runner) madvise(s *space) error {
+	addr, npages := r.addr(), r.pages()
+	if uint64(addr)+uint64(npages)*pageSize > uint64(pgtable.WindowEnd) {
+		npages = (pgtable.WindowEnd - addr) / pageSize
+	}
+	advice := []mm.Advice{mm.MadvDontneed, mm.MadvDontneed, mm.MadvDontfork, mm.MadvDofork}[r.src.Intn(4)]
+	err := s.as.Madvise(addr, npages*pageSize, advice)
+	var want error
+	for i := uint32(0); i < npages; i++ {
+		p := s.pages[addr+i*pageSize]
+		switch {
+		case p == nil:
+			want = mm.ErrNotMapped
+		case advice == mm.MadvDontneed:
+			p.data = nil
+		default:
+			p.dontfork = advice == mm.MadvDontfork
+		}
+	}
+	r.refused(want)
+	return expectErr(err, want)
+}
+
+func (r *runner) fork(s *space) error {
+	if len(r.spaces) >= r.cfg.MaxSpaces {
+		return nil
+	}
+	child, err := s.as.Fork()
+	if err != nil {
+		return err
+	}
+	cs := &space{as: child, pages: map[uint32]*page{}}
+	for a, p := range s.pages {
+		if !p.dontfork {
+			q := *p
+			cs.pages[a] = &q
+		}
+	}
+	r.spaces = append(r.spaces, cs)
+	return nil
+}
+
+func (r *runner) exit(s *space) error {
+	for i, t := range r.spaces {
+		if t == s {
+			r.spaces = append(r.spaces[:i], r.spaces[i+1:]...)
+		}
+	}
+	return s.as.Exit()
+}
+
+// span picks an access: a start somewhere in the arena (usually near
+// mapped memory) and a length up to a page and a half.
+func (r *runner) span(s *space) (uint32, int) {
+	addr := r.addr() + uint32(r.src.Intn(pageSize))
+	if len(s.pages) > 0 && r.src.Intn(4) != 0 {
+		// Start inside a mapped page: walk up from the random address.
+		for a := addr &^ (pageSize - 1); a < pgtable.WindowEnd; a += pageSize {
+			if s.pages[a] != nil {
+				addr = a + uint32(r.src.Intn(pageSize))
+				break
+			}
+		}
+	}
+	n := 1 + r.src.Intn(pageSize*3/2)
+	if uint64(addr)+uint64(n) > uint64(pgtable.WindowEnd) {
+		n = int(pgtable.WindowEnd - addr)
+	}
+	return addr, n
+}
+
+// expectAccess is where the model says an access of n bytes at addr
+// stops: the faulting address and reason, or ok.
+func (s *space) expectAccess(addr uint32, n int, acc pgtable.Access) (uint32, mm.FaultReason, bool) {
+	for a := uint64(addr); a < uint64(addr)+uint64(n); a = (a &^ (pageSize - 1)) + pageSize {
+		p := s.pages[uint32(a)&^(pageSize-1)]
+		switch {
+		case p == nil:
+			return uint32(a), mm.MapError, false
+		case acc == pgtable.AccessWrite && p.prot&mm.ProtWrite == 0,
+			acc == pgtable.AccessRead && p.prot == mm.ProtNone:
+			return uint32(a), mm.AccessError, false
+		}
+	}
+	return 0, 0, true
+}
+
+func checkFault(err error, addr uint32, reason mm.FaultReason, ok bool) error {
+	var fe *mm.FaultError
+	switch {
+	case ok && err == nil:
+		return nil
+	case ok:
+		return fmt.Errorf("unexpected error: %w", err)
+	case !errors.As(err, &fe):
+		return fmt.Errorf("got %v, want a %v fault at %#08x", err, reason, addr)
+	case fe.Addr != addr || fe.Reason != reason:
+		return fmt.Errorf("got %v, want a %v fault at %#08x", err, reason, addr)
+	}
+	return nil
+}
+
+func (r *runner) write(s *space) error {
+	addr, n := r.span(s)
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(r.src.Intn(256))
+	}
+	err := s.as.Write(addr, data)
+	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessWrite)
+	if !ok {
+		r.refused(err)
+		data = data[:faddr-addr]
+	}
+	// The model takes the bytes that were written before any fault.
+	for off := 0; off < len(data); {
+		a := addr + uint32(off)
+		pa := a &^ (pageSize - 1)
+		p := s.pages[pa]
+		var nd [pageSize]byte
+		if p.data != nil {
+			nd = *p.data
+		}
+		c := copy(nd[a-pa:], data[off:])
+		p.data = &nd
+		off += c
+	}
+	return checkFault(err, faddr, reason, ok)
+}
+
+func (r *runner) read(s *space) error {
+	addr, n := r.span(s)
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	got := r.buf[:n]
+	err := s.as.Read(addr, got)
+	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessRead)
+	if err := checkFault(err, faddr, reason, ok); err != nil {
+		return err
+	}
+	if !ok {
+		r.refused(err)
+		got = got[:faddr-addr]
+	}
+	var zero [pageSize]byte
+	for off := 0; off < len(got); {
+		a := addr + uint32(off)
+		pa := a &^ (pageSize - 1)
+		want := &zero
+		if d := s.pages[pa].data; d != nil {
+			want = d
+		}
+		w := want[a-pa:]
+		c := min(len(w), len(got)-off)
+		if !bytes.Equal(got[off:off+c], w[:c]) {
+			i := 0
+			for got[off+i] == w[i] {
+				i++
+			}
+			return fmt.Errorf("read %#08x: byte %#02x, model says %#02x", a+uint32(i), got[off+i], w[i])
+		}
+		off += c
+	}
+	return nil
+}
+
+// pickPage chooses a page of s that mm has an anonymous page for.
+func (r *runner) pickPage(s *space) (uint32, phys.PFN, bool) {
+	if len(s.pages) == 0 {
+		return 0, 0, false
+	}
+	start := r.addr()
+	for i := uint32(0); i < arenaPages; i++ {
+		a := arenaStart + (start-arenaStart+i*pageSize)%(arenaPages*pageSize)
+		if s.pages[a] == nil {
+			continue
+		}
+		if pfn, ok := s.as.FollowPage(a); ok {
+			return a, pfn, true
+		}
+	}
+	return 0, 0, false
+}
+
+// reclaim swaps one page out as reclaim will: lock it, copy it to a swap
+// slot, unmap it everywhere through the rmap, drop it. Nothing in the
+// model changes: the next access must bring the same bytes back.
+func (r *runner) reclaim(s *space) error {
+	if r.swap == nil {
+		return nil
+	}
+	addr, pfn, ok := r.pickPage(s)
+	if !ok {
+		return nil
+	}
+	pool := r.mgr.Pool()
+	pg := pool.Page(pfn)
+	if pg.TestAndSet(phys.PGLocked) {
+		return fmt.Errorf("page %v at %#08x already locked", pfn, addr)
+	}
+	entry, err := r.swap.Store(pfn)
+	if err == nil {
+		var unmapped bool
+		unmapped, err = r.mgr.TryToUnmap(pfn, &entry)
+		if err == nil && !unmapped {
+			err = fmt.Errorf("try_to_unmap left %v mapped %d times", pfn, pg.MapCount())
+		}
+		r.swap.Free(entry) // the swap cache's reference
+	}
+	pg.Clear(phys.PGLocked | phys.PGDirty)
+	if perr := pool.Put(pfn); err == nil {
+		err = perr
+	}
+	if err == nil && pg.RefCount() != 0 {
+		err = fmt.Errorf("reclaimed page %v still has %d references", pfn, pg.RefCount())
+	}
+	return err
+}
+
+// referenced ages a page: page_referenced must report exactly the young
+// PTEs among its mappings, and clear them.
+func (r *runner) referenced(s *space) error {
+	_, pfn, ok := r.pickPage(s)
+	if !ok {
+		return nil
+	}
+	pool := r.mgr.Pool()
+	pg := pool.Page(pfn)
+	pg.Set(phys.PGLocked)
+	maps := 0
+	err := r.mgr.RmapWalk(pfn, func(mm.Mapping) { maps++ })
+	var young int
+	if err == nil {
+		young, err = r.mgr.PageReferenced(pfn)
+	}
+	var again int
+	if err == nil {
+		again, err = r.mgr.PageReferenced(pfn)
+	}
+	pg.Clear(phys.PGLocked)
+	pool.Put(pfn)
+	switch {
+	case err != nil:
+		return err
+	case maps != int(pg.MapCount()):
+		return fmt.Errorf("rmap walk of %v found %d mappings, map count %d", pfn, maps, pg.MapCount())
+	case young > maps || again != 0:
+		return fmt.Errorf("page_referenced of %v: %d young of %d, then %d", pfn, young, maps, again)
+	}
+	return nil
+}
+
+// compareVMAs checks the space's VMAs against the model page by page.
+func (r *runner) compareVMAs(s *space) error {
+	if !r.live(s) {
+		return nil
+	}
+	n := 0
+	for _, v := range s.as.VMAs() {
+		for a := uint64(v.Start); a < uint64(v.End); a += pageSize {
+			p := s.pages[uint32(a)]
+			if p == nil {
+				return fmt.Errorf("VMA %#08x-%#08x maps %#08x, which the model has unmapped", v.Start, v.End, a)
+			}
+			if mm.Prot(v.Flags&7) != p.prot || (v.Flags&mm.VMDontCopy != 0) != p.dontfork {
+				return fmt.Errorf("VMA %#08x-%#08x flags %#x at %#08x, model has prot %d dontfork %v", v.Start, v.End, v.Flags, a, p.prot, p.dontfork)
+			}
+			n++
+		}
+	}
+	if n != len(s.pages) {
+		return fmt.Errorf("VMAs cover %d pages, the model maps %d", n, len(s.pages))
+	}
+	return nil
+}
+
+func (r *runner) live(s *space) bool {
+	for _, t := range r.spaces {
+		if t == s {
+			return true
+		}
+	}
+	return false
+}

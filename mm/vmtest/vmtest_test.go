@@ -1,0 +1,92 @@
+package vmtest
+
+import (
+	"fmt"
+	"math/rand"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"yolk/mm"
+	"yolk/mm/phys"
+)
+
+func newManager(t testing.TB, poolMiB int) (*mm.Manager, *RAMSwap, *phys.Pool) {
+	t.Helper()
+	pool, err := phys.New(phys.Config{Mem: make([]byte, poolMiB<<20), Base: 0x80000000})
+	require.NoError(t, err)
+	swap := NewRAMSwap(pool)
+	mgr, err := mm.New(mm.Config{Pool: pool, Swap: swap, VerifyZeroed: true})
+	require.NoError(t, err)
+	return mgr, swap, pool
+}
+
+// finish checks that nothing leaked: every frame is back in the pool once
+// the manager is closed.
+func finish(t testing.TB, mgr *mm.Manager, pool *phys.Pool) {
+	t.Helper()
+	require.NoError(t, mgr.Close())
+	require.NoError(t, pool.Check())
+	require.Equal(t, uint64(pool.Frames()), pool.FreeFrames(), "frames leaked")
+}
+
+// TestModel runs the differential property test: streams of random
+// operations over several address spaces, each step checked against the
+// model and by mm.Check. modelSteps is 1<<20 in a normal build and less
+// under the race detector (see race_test.go).
+func TestModel(t *testing.T) {
+	const streams = 32
+	per := modelSteps / streams
+	var mu sync.Mutex
+	total := Stats{Ops: map[string]int{}}
+	t.Run("streams", func(t *testing.T) {
+		for seed := int64(1); seed <= streams; seed++ {
+			t.Run(fmt.Sprint(seed), func(t *testing.T) {
+				t.Parallel()
+				mgr, swap, pool := newManager(t, 2+int(seed%3))
+				st, err := Run(mgr, swap, rand.New(rand.NewSource(seed)), Config{Steps: per})
+				require.NoError(t, err, "seed %d", seed)
+				finish(t, mgr, pool)
+				mu.Lock()
+				defer mu.Unlock()
+				total.Steps += st.Steps
+				total.Checks += st.Checks
+				total.Refused += st.Refused
+				for k, v := range st.Ops {
+					total.Ops[k] += v
+				}
+				total.MaxSpaces = max(total.MaxSpaces, st.MaxSpaces)
+				total.MaxVMAs = max(total.MaxVMAs, st.MaxVMAs)
+				total.MaxPages = max(total.MaxPages, st.MaxPages)
+				total.MaxAnonVMA = max(total.MaxAnonVMA, st.MaxAnonVMA)
+			})
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	t.Logf("model: %d steps, %d checks, %d refused as expected; ops %v; at most %d spaces, %d VMAs, %d anon pages, %d anon_vmas",
+		total.Steps, total.Checks, total.Refused, total.Ops, total.MaxSpaces, total.MaxVMAs, total.MaxPages, total.MaxAnonVMA)
+	require.Equal(t, streams*per, total.Steps)
+	for _, op := range []string{"mmap", "munmap", "mprotect", "madvise", "fork", "exit", "write", "read", "reclaim", "referenced"} {
+		require.NotZero(t, total.Ops[op], op)
+	}
+	require.Greater(t, total.MaxPages, int64(64), "the streams should build up real memory use")
+}
+
+// FuzzVM runs the same operations with the fuzzer choosing every step.
+func FuzzVM(f *testing.F) {
+	for seed := int64(1); seed <= 4; seed++ {
+		b := make([]byte, 512)
+		rand.New(rand.NewSource(seed)).Read(b)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		mgr, swap, pool := newManager(t, 2)
+		src := &Bytes{Data: data}
+		_, err := Run(mgr, swap, src, Config{Steps: len(data) / 3})
+		require.NoError(t, err)
+		finish(t, mgr, pool)
+	})
+}

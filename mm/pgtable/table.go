@@ -147,11 +147,11 @@ func (t *Table) Populate(va uint32, mu sync.Locker) error {
 	if !InWindow(va) {
 		return fmt.Errorf("pgtable: %#08x is outside the task window", va)
 	}
-	if t.Populated(va) {
-		return nil
-	}
 	if t.Section(va) != 0 {
 		return fmt.Errorf("pgtable: %#08x is mapped by a section", va)
+	}
+	if t.Populated(va) {
+		return nil
 	}
 	mu.Unlock()
 	f, err := t.pool.AllocPage(t.ctx)
@@ -159,12 +159,24 @@ func (t *Table) Populate(va uint32, mu sync.Locker) error {
 	if err != nil {
 		return fmt.Errorf("pgtable: L2 table for %#08x: %w", va, err)
 	}
-	if t.Populated(va) || t.Section(va) != 0 { // someone else got there
-		return t.pool.Put(f)
+	if t.Section(va) != 0 || t.Populated(va) { // someone else got there
+		if perr := t.pool.Put(f); perr != nil {
+			return perr
+		}
+		if t.Section(va) != 0 {
+			return fmt.Errorf("pgtable: %#08x was mapped by a section meanwhile", va)
+		}
+		return nil
 	}
 	t.install(l1Index(va)>>1, f)
 	return nil
 }
+
+// userTable is the L1 descriptor of a task's second-level table: the
+// user domain, and PXN, which Linux/ARM sets on user page tables wherever
+// the CPU implements it (user_pmd_table, arch/arm/mm/mmu.c) so that the
+// kernel never executes task memory. Cortex-A7 implements it.
+func userTable(pa uint32) L1 { return TableDesc(pa, UserDomain) | l1PXNTable }
 
 func (t *Table) install(pair uint32, f phys.PFN) {
 	b, err := t.pool.Frame(f)
@@ -176,7 +188,7 @@ func (t *Table) install(pair uint32, f phys.PFN) {
 	pa := uint32(f.Addr())
 	for half := uint32(0); half < 2; half++ {
 		if i := pair*2 + half; get32(t.sl1, i) == 0 {
-			put32(t.l1, i, uint32(TableDesc(pa+hwOffset+half*tableHalf, UserDomain)))
+			put32(t.l1, i, uint32(userTable(pa+hwOffset+half*tableHalf)))
 		}
 	}
 	t.pages++
@@ -194,8 +206,8 @@ func halfCount(u uint64, half uint32) uint64 { return u >> (half * 32) & 0xfffff
 // the page and clears its L1 descriptors.
 func (t *Table) Set(va uint32, p PTE) {
 	pg, e := t.slot(va)
-	if pg == nil {
-		panic(fmt.Sprintf("pgtable: set %#08x: no L2 table (Populate first)", va))
+	if pg == nil || get32(t.sl1, l1Index(va)) != 0 {
+		panic(fmt.Sprintf("pgtable: set %#08x: no L2 table (Populate first), or a section there", va))
 	}
 	old := PTE(get32(pg[:], e))
 	put32(pg[:], e, uint32(p))
@@ -251,9 +263,9 @@ func (t *Table) SetSection(va uint32, p PTE) error {
 	switch {
 	case p.Present():
 		put32(t.l1, i, uint32(p.HardwareSection(UserDomain)))
-	case t.pairs[i>>1] != nil:
-		put32(t.l1, i, uint32(TableDesc(uint32(t.pfns[i>>1].Addr())+hwOffset+(i&1)*tableHalf, UserDomain)))
-	default:
+	case p.None() && t.pairs[i>>1] != nil:
+		put32(t.l1, i, uint32(userTable(uint32(t.pfns[i>>1].Addr())+hwOffset+(i&1)*tableHalf)))
+	default: // none, or a swapped-out huge page: a section fault
 		put32(t.l1, i, 0)
 	}
 	return nil
@@ -263,6 +275,7 @@ func (t *Table) SetSection(va uint32, p PTE) error {
 // order, skipping sections and unpopulated tables. fn may Set the PTE it
 // is given (to none as well); it returns false to stop.
 func (t *Table) Range(start, end uint32, fn func(va uint32, p PTE) bool) {
+	start, end = max(start, WindowStart), min(end, WindowEnd)
 	for va := start; va < end && va >= start; {
 		pair := l1Index(va) >> 1
 		next := WindowStart + (pair+1)<<(SectionShift+1)
@@ -309,7 +322,7 @@ func (t *Table) Check() error {
 		case sec != 0:
 			want = sec.HardwareSection(UserDomain)
 		case t.pairs[pair] != nil:
-			want = TableDesc(uint32(t.pfns[pair].Addr())+hwOffset+half*tableHalf, UserDomain)
+			want = userTable(uint32(t.pfns[pair].Addr()) + hwOffset + half*tableHalf)
 		}
 		if got := L1(get32(t.l1, i)); got != want {
 			return fmt.Errorf("pgtable: L1 entry for %#08x is %v, want %v", va, got, want)

@@ -33,6 +33,9 @@ const (
 	FSDomainPage         FaultStatus = 0b01011
 	FSPermissionSection  FaultStatus = 0b01101
 	FSPermissionPage     FaultStatus = 0b01111
+	// FSExternalAbortL2: the second-level descriptor could not be read
+	// (synchronous external abort on translation table walk, 2nd level).
+	FSExternalAbortL2 FaultStatus = 0b01110
 )
 
 func (fs FaultStatus) String() string {
@@ -51,6 +54,8 @@ func (fs FaultStatus) String() string {
 		return "permission fault (section)"
 	case FSPermissionPage:
 		return "permission fault (page)"
+	case FSExternalAbortL2:
+		return "external abort on translation table walk (2nd level)"
 	}
 	return fmt.Sprintf("fault status %#05b", uint8(fs))
 }
@@ -102,8 +107,8 @@ func (t *Table) translate(va uint32, acc Access, user bool, dacr uint32) (uint32
 		l2, ok := t.readPhys32(base + (va>>PageShift&(PTEsPerTable-1))*4)
 		if !ok {
 			// The table points outside the pool: an external abort on the
-			// walk (FS 0b01100), which the software treats as a fault.
-			return 0, 0b01100
+			// second-level fetch, which the software treats as a fault.
+			return 0, FSExternalAbortL2
 		}
 		d := L2(l2)
 		fsDom, fsPerm = FSDomainPage, FSPermissionPage

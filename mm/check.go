@@ -124,10 +124,10 @@ func (c *checker) space(as *AddressSpace) error {
 	switch {
 	case all != inVMAs:
 		return fmt.Errorf("%d PTEs lie outside every VMA", all-inVMAs)
-	case rss != as.rss.Load():
-		return fmt.Errorf("rss counter %d, PTEs map %d pages", as.rss.Load(), rss)
-	case swp != as.swapents.Load():
-		return fmt.Errorf("swap entry counter %d, PTEs hold %d", as.swapents.Load(), swp)
+	case rss != as.rss:
+		return fmt.Errorf("rss counter %d, PTEs map %d pages", as.rss, rss)
+	case swp != as.swapents:
+		return fmt.Errorf("swap entry counter %d, PTEs hold %d", as.swapents, swp)
 	case zero != as.zeroMapped:
 		return fmt.Errorf("zero page counter %d, PTEs map it %d times", as.zeroMapped, zero)
 	}

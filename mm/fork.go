@@ -89,7 +89,7 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 			if err = as.mgr.cfg.Swap.Dup(pte.Swap()); err != nil {
 				return false
 			}
-			child.swapents.Add(1)
+			child.swapents++
 		case pte.Has(pgtable.Special):
 			child.zeroMapped++
 		default:
@@ -98,7 +98,7 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 				return false
 			}
 			pool.Page(pfn).IncMapCount()
-			child.rss.Add(1)
+			child.rss++
 			if pte.Has(pgtable.Write) {
 				pte = pte.Without(pgtable.Write)
 				as.pt.Set(va, pte)

@@ -163,9 +163,9 @@ func (m *Manager) Stats() Stats {
 			s.PageTables += int64(as.pt.Pages())
 		}
 		s.ZeroPageMapped += as.zeroMapped
+		s.SwapEntries += as.swapents
+		s.ResidentPages += as.rss
 		as.ptl.Unlock()
-		s.SwapEntries += as.swapents.Load()
-		s.ResidentPages += as.rss.Load()
 	}
 	return s
 }

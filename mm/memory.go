@@ -2,7 +2,6 @@ package mm
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"yolk/mm/pgtable"
 	"yolk/mm/phys"
@@ -28,13 +27,14 @@ type AddressSpace struct {
 	head, tail *VMA
 	nrVMAs     int
 
+	// Under ptl, like exited: the counters Linux keeps in mm->rss_stat
+	// and the task's fault counts.
 	exited     bool
-	zeroMapped int64 // under ptl: PTEs mapping the zero page
-
-	rss      atomic.Int64 // anonymous pages mapped (MM_ANONPAGES)
-	swapents atomic.Int64 // swap PTEs (MM_SWAPENTS)
-	minflt   atomic.Int64 // faults resolved without I/O
-	majflt   atomic.Int64 // faults that read from swap
+	zeroMapped int64 // PTEs mapping the zero page
+	rss        int64 // anonymous pages mapped (MM_ANONPAGES)
+	swapents   int64 // swap PTEs (MM_SWAPENTS)
+	minflt     int64 // faults resolved without I/O
+	majflt     int64 // faults that read from swap
 }
 
 // PID is the address space's process ID, the one /proc/PID would use.
@@ -44,7 +44,11 @@ func (as *AddressSpace) PID() int { return as.pid }
 func (as *AddressSpace) Manager() *Manager { return as.mgr }
 
 // Faults returns the counts of minor and major faults resolved.
-func (as *AddressSpace) Faults() (minor, major int64) { return as.minflt.Load(), as.majflt.Load() }
+func (as *AddressSpace) Faults() (minor, major int64) {
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	return as.minflt, as.majflt
+}
 
 // VMAs returns a snapshot of the areas, in address order.
 func (as *AddressSpace) VMAs() []VMAInfo {
@@ -183,7 +187,7 @@ func (as *AddressSpace) handleFault(addr uint32, acc pgtable.Access) error {
 	if err != nil {
 		return &FaultError{Addr: addr, Access: acc, Reason: OutOfMemory, Err: err}
 	}
-	as.minflt.Add(1)
+	as.minflt++ // the deferred unlock has not run yet
 	return nil
 }
 
@@ -228,7 +232,7 @@ func (as *AddressSpace) doAnonymousPage(v *VMA, va uint32) error {
 	}
 	as.anonVMAPrepare(v)
 	as.mgr.pageAddNewAnonRmap(as.mgr.pool.Page(pfn), v, va)
-	as.rss.Add(1)
+	as.rss++
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	return nil
 }
@@ -302,7 +306,7 @@ func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN)
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	if old == 0 {
 		as.zeroMapped--
-		as.rss.Add(1)
+		as.rss++
 		return nil
 	}
 	as.mgr.pageRemoveRmap(pool.Page(old))
@@ -339,10 +343,10 @@ func (as *AddressSpace) doSwapPage(v *VMA, va uint32, pte pgtable.PTE, acc pgtab
 		as.mgr.nrAnonPages.Add(1)
 	}
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young))
-	as.rss.Add(1)
-	as.swapents.Add(-1)
+	as.rss++
+	as.swapents--
 	swap.Free(entry)
-	as.majflt.Add(1)
+	as.majflt++
 	return nil
 }
 
@@ -356,13 +360,13 @@ func (as *AddressSpace) zap(start, end uint32) error {
 		switch {
 		case pte.IsSwap():
 			as.mgr.cfg.Swap.Free(pte.Swap())
-			as.swapents.Add(-1)
+			as.swapents--
 		case pte.Has(pgtable.Special):
 			as.zeroMapped--
 		default:
 			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 			as.mgr.pageRemoveRmap(pool.Page(pfn))
-			as.rss.Add(-1)
+			as.rss--
 			if err := pool.Put(pfn); err != nil && firstErr == nil {
 				firstErr = err
 			}

@@ -141,7 +141,7 @@ func TestMunmapSplits(t *testing.T) {
 	assert.Equal(t, byte(2), readByte(t, as, a+pg))
 	assert.Equal(t, byte(6), readByte(t, as, a+5*pg))
 	assert.Equal(t, MapError, faultReason(as.Read(a+3*pg, make([]byte, 1))))
-	assert.Equal(t, int64(5), as.rss.Load())
+	assert.Equal(t, int64(5), as.rss)
 	require.NoError(t, as.Munmap(0x40000000, pg), "unmapping nothing is fine")
 	assert.ErrorIs(t, as.Munmap(a+1, pg), ErrInvalid)
 	assert.ErrorIs(t, as.Munmap(a, 0), ErrInvalid)

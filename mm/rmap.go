@@ -387,6 +387,7 @@ func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, erro
 	}
 	pg := m.pool.Page(pfn)
 	var failed error
+	refs := 0 // the PTEs' references, dropped together at the end
 	err := m.rmapWalk(pfn, func(mp Mapping, pte pgtable.PTE) {
 		if failed != nil {
 			return
@@ -396,18 +397,19 @@ func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, erro
 				failed = err
 				return
 			}
-			mp.AS.swapents.Add(1)
+			mp.AS.swapents++
 		}
 		if pte.Has(pgtable.Dirty) {
 			pg.Set(phys.PGDirty)
 		}
 		mp.AS.pt.Set(mp.Addr, swp)
-		mp.AS.rss.Add(-1)
+		mp.AS.rss--
 		m.pageRemoveRmap(pg)
-		if err := m.pool.Put(pfn); err != nil {
-			failed = err
-		}
+		refs++
 	})
+	if perr := m.pool.PutRefs(pfn, refs); err == nil {
+		err = perr
+	}
 	if err == nil {
 		err = failed
 	}

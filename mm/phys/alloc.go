@@ -244,6 +244,36 @@ func (p *Pool) Put(f PFN) error {
 	return p.put(i, int(p.pages[i].order))
 }
 
+// PutRefs drops n references to the frame (or its compound head) at once,
+// as Linux's folio_put_refs does for a caller that took or inherited
+// several: the last one frees it.
+func (p *Pool) PutRefs(f PFN, n int) error {
+	if n <= 0 {
+		if n == 0 {
+			return nil
+		}
+		return fmt.Errorf("phys: dropping %d references from %v", n, f)
+	}
+	i, err := p.allocatedHead(f)
+	if err != nil {
+		return err
+	}
+	pg := &p.pages[i]
+	for {
+		r := atomic.LoadInt32(&pg.refcount)
+		switch {
+		case r < int32(n):
+			return fmt.Errorf("phys: dropping %d references from %v, which has %d", n, f, r)
+		case r > int32(n):
+			if atomic.CompareAndSwapInt32(&pg.refcount, r, r-int32(n)) {
+				return nil
+			}
+		case n == 1 || atomic.CompareAndSwapInt32(&pg.refcount, r, 1):
+			return p.put(i, int(pg.order))
+		}
+	}
+}
+
 // Free drops the reference Alloc returned for the order-sized block at f
 // (Linux's __free_pages), freeing it if that was the last reference. It
 // returns an error, and changes nothing, if f is not the head of an

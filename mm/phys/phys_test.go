@@ -237,3 +237,24 @@ func TestUnmovableClaimsPageblocks(t *testing.T) {
 	assert.Equal(t, uint64(1), p.Stats().Fallbacks)
 	require.NoError(t, p.Check())
 }
+
+func TestPutRefs(t *testing.T) {
+	p, err := New(Config{Mem: make([]byte, 4<<20), Base: 0x80000000})
+	require.NoError(t, err)
+	free := p.FreeFrames()
+	f, err := p.AllocPage(Kernel)
+	require.NoError(t, err)
+	for range 4 {
+		require.NoError(t, p.Get(f))
+	}
+	require.NoError(t, p.PutRefs(f, 0))
+	require.Error(t, p.PutRefs(f, -1))
+	require.Error(t, p.PutRefs(f, 6), "more references than it has")
+	assert.Equal(t, int32(5), p.Page(f).RefCount(), "a refused drop changes nothing")
+	require.NoError(t, p.PutRefs(f, 3))
+	assert.Equal(t, int32(2), p.Page(f).RefCount())
+	require.NoError(t, p.PutRefs(f, 2), "the last references free it")
+	assert.Equal(t, free, p.FreeFrames())
+	require.Error(t, p.PutRefs(f, 1))
+	require.NoError(t, p.Check())
+}

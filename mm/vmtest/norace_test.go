@@ -2,4 +2,4 @@
 
 package vmtest
 
-const modelSteps = 1 << 17
+const modelSteps = 1 << 20

@@ -92,11 +92,14 @@ vet:
 # Every package but the QEMU end-to-end tests in ./tests; then mm/phys's
 # reserve and concurrency tests again in a debug build (the invariant
 # checker after every allocation and free), and the figures that tests
-# measure and print (go test shows logs only with -v).
+# measure and print (go test shows logs only with -v): fragmentation, and
+# mm's property test at full length (a million steps; the race build runs
+# fewer) with the endless fork chain.
 test-host:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
+	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|endless fork chain:|^(ok|FAIL)'
 
 # The QEMU end-to-end tests need the TamaGo toolchain to build the images.
 test-qemu:

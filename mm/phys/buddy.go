@@ -32,7 +32,9 @@ func (p *Pool) buddyOf(i uint32, order int) (uint32, bool) {
 	}
 	j := buddy - uint32(p.base)
 	pg := &p.pages[j]
-	if pg.flags&uint32(PGBuddy) == 0 || int(pg.order) != order {
+	// The buddy may be allocated, its flags changed atomically by its
+	// owner: read them the same way.
+	if pg.Flags()&PGBuddy == 0 || int(pg.order) != order {
 		return 0, false
 	}
 	return j, true
@@ -204,7 +206,7 @@ func (p *Pool) moveFreeBlocks(b uint32, mt MigrateType) (free, movable uint32) {
 	end := min(start+PageblockFrames, p.n)
 	for i := start; i < end; {
 		pg := &p.pages[i]
-		switch f := Flags(pg.flags); {
+		switch f := pg.Flags(); { // allocated frames' flags change under their owners
 		case f&PGBuddy != 0:
 			order := int(pg.order)
 			p.delFree(i)

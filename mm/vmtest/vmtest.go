@@ -37,6 +37,9 @@ type Config struct {
 	MaxSpaces int
 	// CheckEvery runs mm.Check after every CheckEvery-th step (default 1).
 	CheckEvery int
+	// Midway, if set, is called once halfway through, with the spaces
+	// live: for a caller that wants to show /proc files of a busy system.
+	Midway func()
 }
 
 // Stats count what a run did.
@@ -129,6 +132,9 @@ func (r *runner) run() error {
 			}
 		}
 		r.account()
+		if r.cfg.Midway != nil && step == r.cfg.Steps/2 {
+			r.cfg.Midway()
+		}
 	}
 	return nil
 }

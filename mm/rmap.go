@@ -34,7 +34,8 @@ import (
 //   - anon_vma_prepare reuses a neighbour's anon_vma when the two VMAs are
 //     adjacent, compatible (flags differing only in R/W/X, contiguous
 //     pgoff) and the neighbour's chain is a singleton, i.e. its anon_vma was
-//     not shared through fork (find_mergeable_anon_vma; seed 004).
+//     not shared through fork (find_mergeable_anon_vma, as settled after
+//     the 2.6.34 anon_vma bugs).
 //   - fork reuses an anon_vma of the parent's chain that no VMA uses any
 //     more and that has at most one child anon_vma (the "degree" rule of
 //     Linux 3.19, commit 7a3ef208e662), so an endless chain of fork and

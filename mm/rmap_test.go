@@ -10,7 +10,7 @@ import (
 	"yolk/mm/phys"
 )
 
-// Seed 004: anon_vma_prepare reuses a neighbour's anon_vma only for an
+// The 2.6.34 anon_vma lesson: anon_vma_prepare reuses a neighbour's anon_vma only for an
 // adjacent, compatible neighbour whose chain is a singleton. Each shape
 // is tried with the neighbour on either side.
 func TestAnonVMAReuse(t *testing.T) {

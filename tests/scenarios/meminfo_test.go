@@ -13,9 +13,11 @@ import (
 	"yolk/runtime/scenario"
 )
 
-func runMeminfo(t *testing.T, args string) (int, string) {
+// runOnPool runs a scenario on the small board with its pool managed by
+// phys, as the image runs it, and returns the exit status and output.
+func runOnPool(t *testing.T, name, args string) (int, string) {
 	t.Helper()
-	params, err := cmdline.Parse("img scenario=meminfo "+args, true)
+	params, err := cmdline.Parse("img scenario="+name+" "+args, true)
 	require.NoError(t, err)
 	pool := make([]byte, smallBoard.Memory.Pool.Size)
 	var out bytes.Buffer
@@ -27,7 +29,7 @@ func runMeminfo(t *testing.T, args string) (int, string) {
 }
 
 func TestMeminfoPrintsProcFiles(t *testing.T) {
-	code, out := runMeminfo(t, "fill=70 min_free_kbytes=256")
+	code, out := runOnPool(t, "meminfo", "fill=70 min_free_kbytes=256")
 	require.Equal(t, scenario.ExitPass, code, out)
 	for _, want := range []string{
 		"yolk: proc file=/proc/buddyinfo lines=1\nNode 0, zone   Normal ",
@@ -47,7 +49,7 @@ func TestMeminfoPrintsProcFiles(t *testing.T) {
 
 func TestMeminfoRejectsBadParameters(t *testing.T) {
 	for _, args := range []string{"fill=150", "fill=lots", "min_free_kbytes=-1", "min_free_kbytes=100000"} {
-		code, out := runMeminfo(t, args)
+		code, out := runOnPool(t, "meminfo", args)
 		assert.Equal(t, scenario.ExitFail, code, "%s: %s", args, out)
 	}
 }

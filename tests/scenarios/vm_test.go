@@ -1,32 +1,16 @@
 package scenarios
 
 import (
-	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"yolk/mm/phys"
-	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
-func runVM(t *testing.T, args string) (int, string) {
-	t.Helper()
-	params, err := cmdline.Parse("img scenario=vm "+args, true)
-	require.NoError(t, err)
-	pool := make([]byte, smallBoard.Memory.Pool.Size)
-	var out bytes.Buffer
-	env := scenario.NewEnv(scenario.NewReporter(&out), params, smallBoard)
-	env.Pool = pool
-	env.Phys, err = phys.New(phys.Config{Mem: pool, Base: smallBoard.Memory.Pool.Start})
-	require.NoError(t, err)
-	return scenario.Run(env), out.String()
-}
-
 func TestVMRunsTheModelAndLeaksNothing(t *testing.T) {
-	code, out := runVM(t, "steps=3000")
+	code, out := runOnPool(t, "vm", "steps=3000")
 	require.Equal(t, scenario.ExitPass, code, out)
 	for _, want := range []string{
 		"yolk: check name=vm-invariants ok=true",
@@ -50,7 +34,7 @@ func TestVMRunsTheModelAndLeaksNothing(t *testing.T) {
 
 func TestVMRejectsBadParameters(t *testing.T) {
 	for _, args := range []string{"steps=0", "steps=-1", "steps=10000001", "steps=x", "seed=x"} {
-		code, out := runVM(t, args)
+		code, out := runOnPool(t, "vm", args)
 		assert.Equal(t, scenario.ExitFail, code, "%s: %s", args, out)
 	}
 }

@@ -50,6 +50,13 @@ endif
 PKG_qemu-system-arm       := qemu-system-arm
 PKG_mkimage               := u-boot-tools
 PKG_arm-none-eabi-objcopy := binutils-arm-none-eabi
+# The NBD servers the blk tests and benchmarks run against, and libnbd's
+# tools (nbdinfo, nbdcopy) they compare with.
+PKG_nbdkit                := nbdkit
+PKG_qemu-nbd              := qemu-utils
+PKG_nbd-server            := nbd-server
+PKG_nbdcopy               := libnbd-bin
+NBD_CMDS                  := nbdkit qemu-nbd nbd-server nbdcopy
 
 .PHONY: image imx qemu test check-fmt vet test-host test-qemu bench deps clean check-toolchain
 
@@ -96,10 +103,12 @@ vet:
 # mm's property test at full length (a million steps; the race build runs
 # fewer) with the endless fork chain.
 test-host:
+	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|endless fork chain:|^(ok|FAIL)'
+	@set -o pipefail; $(GO) test -count=1 -run 'TestCrashStates$$|TestCrashDuringRecovery$$|TestCommitStalls|TestCommitCompletes' -v ./blk/journal | grep -E 'workload:|crash states:|recovered:|stopped:|crashed in|stalled as expected|rescuer ran|^(ok|FAIL)'
 
 # The QEMU end-to-end tests need the TamaGo toolchain to build the images.
 test-qemu:
@@ -118,11 +127,12 @@ test-qemu:
 	fi
 
 bench:
+	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx 'yolk/tests')
 
 # Install the Debian packages behind CMDS (default: all) when they are
 # missing: with apt-get as root, else name them and fail.
-CMDS ?= qemu-system-arm mkimage arm-none-eabi-objcopy
+CMDS ?= qemu-system-arm mkimage arm-none-eabi-objcopy $(NBD_CMDS)
 deps:
 	@missing=""; for c in $(CMDS); do \
 	  command -v $$c >/dev/null || missing="$$missing $$(make -s --no-print-directory pkg-$$c)"; \

@@ -1,3 +1,8 @@
+// These tests start NBD servers on the host (qemu/nbdserver), which does
+// not build for the image.
+
+//go:build !tamago
+
 package journal
 
 import (

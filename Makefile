@@ -2,6 +2,7 @@
 #
 #   make qemu                 build the image and boot it in QEMU (selftest)
 #   make qemu APPEND='k=v'    ...with extra boot parameters
+#   make qemu APPEND='scenario=journal nbd=auto'   the journal on an nbdkit server
 #   make test                 gofmt, go vet, host tests (-race), QEMU tests
 #   make image TARGET=usbarmory / make imx TARGET=usbarmory [CMDLINE='k=v']
 #   make bench
@@ -84,7 +85,7 @@ imx: image
 	@echo "yolk: $(IMX) is ready (see README for writing it to a microSD card)"
 
 qemu: image
-	@$(MAKE) --no-print-directory deps CMDS=qemu-system-arm
+	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm $(if $(findstring nbd=auto,$(APPEND)),nbdkit)"
 	$(GO) run ./qemu/cmd/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) $(APPEND)
 
 test: check-fmt vet test-host test-qemu
@@ -116,10 +117,10 @@ test-qemu:
 	  echo "SKIP: QEMU tests: the TamaGo toolchain $(TAMAGO_GO) is not installed at $(TAMAGO_ROOT), so no image can be built."; \
 	else \
 	  set -e; \
-	  $(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy"; \
+	  $(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy nbdkit"; \
 	  $(MAKE) --no-print-directory image TARGET=mx6ullevk; \
 	  $(MAKE) --no-print-directory imx TARGET=usbarmory; \
-	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/... ./mm/...; \
+	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/... ./mm/... ./blk/...; \
 	  $(GOENV) $(TAMAGO) vet -tags usbarmory,linkramsize . ./board/...; \
 	  YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
 	  YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \

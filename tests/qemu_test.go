@@ -30,6 +30,7 @@ import (
 	"yolk/board/usbarmory"
 	"yolk/mm/phys"
 	"yolk/qemu"
+	"yolk/qemu/nbdserver"
 	"yolk/runtime/result"
 )
 
@@ -368,4 +369,44 @@ func TestVMScenarioOnTheImage(t *testing.T) {
 		assert.Contains(t, console, want)
 	}
 	t.Logf("%s steps in %v: %s", steps, run.Elapsed.Round(time.Millisecond), v)
+}
+
+// The journal scenario runs blk/journal on the image over blk/nbd, on
+// gVisor TCP to a real nbdkit memory server on the host: 200 transactions
+// of 8 random blocks, Close (which checkpoints), every home block read back
+// through the client, and a reopen that must find the journal clean. About
+// 10 s under QEMU, most of it the commits' writes over the guest's TCP.
+func TestJournalOverNBDOnTheImage(t *testing.T) {
+	img := evkImage(t)
+	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
+	_, port, err := net.SplitHostPort(srv.Addr)
+	require.NoError(t, err)
+	const tx, blocks = "200", "8"
+	run := boot(t, qemu.Config{Image: img, Append: []string{"scenario=journal",
+		"nbd=" + net.JoinHostPort(qemu.GuestHostAddr, port), "tx=" + tx, "blocks=" + blocks}})
+	require.Equal(t, 0, run.ExitCode, run.Tail(40))
+	v, ok := run.Find("result")
+	require.True(t, ok)
+	assert.Equal(t, "pass", v.Value("status"))
+	for _, c := range []string{"nbd-dial", "home-zero", "journal-format", "journal-open", "journal-commit",
+		"journal-close", "journal-no-leak", "home-blocks", "journal-reopen", "journal-recovery-clean", "nbd-close"} {
+		assert.Equal(t, "true", check(t, run, c).Value("ok"), c)
+	}
+	info, ok := run.Find("nbd")
+	require.True(t, ok, run.Tail(40))
+	assert.Equal(t, strconv.FormatInt(srv.Size, 10), info.Value("size"))
+	assert.Equal(t, "4096", info.Value("block_size"))
+	assert.Equal(t, "true", info.Value("structured"))
+	j, ok := run.Find("journal")
+	require.True(t, ok, run.Tail(40))
+	assert.Equal(t, tx, j.Value("transactions"))
+	assert.Equal(t, "1600", j.Value("records"))
+	assert.NotEqual(t, "0", j.Value("checkpoints"))
+	rec := check(t, run, "journal-recovery-clean")
+	assert.Equal(t, "true", rec.Value("clean"))
+	assert.Equal(t, "0", rec.Value("replayed"))
+	t.Logf("%s", info)
+	t.Logf("%s", j)
+	t.Logf("read back %s home blocks (%s written) in %sms", check(t, run, "home-blocks").Value("blocks"),
+		check(t, run, "home-blocks").Value("written"), check(t, run, "home-blocks").Value("ms"))
 }

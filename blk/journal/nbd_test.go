@@ -72,8 +72,9 @@ func TestKilledServer(t *testing.T) {
 
 		// Kill the server at a random point of a run of commits.
 		killed := make(chan struct{})
+		delay := time.Duration(r.IntN(40)) * time.Millisecond
 		go func() {
-			time.Sleep(time.Duration(r.IntN(40)) * time.Millisecond)
+			time.Sleep(delay)
 			srv.Kill()
 			close(killed)
 		}()

@@ -275,7 +275,7 @@ func TestBadConfig(t *testing.T) {
 		{Kind: NBDServer, Export: "generic"},
 		{Kind: NBDServer, Export: "a]b"},
 		{Kind: NBDServer, Params: []string{"novalue"}},
-		{Kind: NbdkitMemory, File: "/tmp/x"},
+		{Kind: NbdkitMemory, File: "disk.img"}, // memory has no file
 		{Kind: NbdkitMemory, Size: -1},
 	} {
 		_, err := StartE(cfg)

@@ -400,8 +400,7 @@ func (c *Client) check(op blk.Op, off, length int64, flags blk.WriteFlags) error
 	}
 	switch {
 	case op == blk.OpTrim && c.feat&blk.TrimFeature == 0,
-		op == blk.OpWriteZeroes && c.feat&blk.WriteZeroesFeature == 0,
-		flags&blk.FUA != 0 && c.feat&blk.FUAFeature == 0:
+		op == blk.OpWriteZeroes && c.feat&blk.WriteZeroesFeature == 0:
 		return blk.ErrUnsupported
 	}
 	return blk.CheckRequest(c.bs, c.size, off, length)
@@ -424,8 +423,10 @@ func (c *Client) ReadAt(p []byte, off int64) error {
 }
 
 // WriteAt writes p at off. With blk.FUA every request carries
-// NBD_CMD_FLAG_FUA (ErrUnsupported if the server lacks
-// NBD_FLAG_SEND_FUA); blk.NoHole means nothing to a write and is ignored.
+// NBD_CMD_FLAG_FUA; a server without NBD_FLAG_SEND_FUA gets the write and
+// then a flush, and one without NBD_FLAG_SEND_FLUSH either has no cache to
+// lose the write from (Linux's blk-flush rules, see Flush). blk.NoHole
+// means nothing to a write and is ignored.
 func (c *Client) WriteAt(p []byte, off int64, flags blk.WriteFlags) error {
 	return c.write(blk.OpWrite, cmdWrite, p, off, int64(len(p)), flags)
 }
@@ -450,8 +451,14 @@ func (c *Client) write(op blk.Op, cmd uint16, p []byte, off, length int64, flags
 		return c.fail(op, off, length, err)
 	}
 	var cf uint16
+	postFlush := false
 	if flags&blk.FUA != 0 {
-		cf |= cmdFlagFUA
+		switch {
+		case c.feat&blk.FUAFeature != 0:
+			cf |= cmdFlagFUA
+		case c.feat&blk.FlushFeature != 0:
+			postFlush = true
+		}
 	}
 	if flags&blk.NoHole != 0 && cmd == cmdWriteZeroes {
 		cf |= cmdFlagNoHole
@@ -460,13 +467,19 @@ func (c *Client) write(op blk.Op, cmd uint16, p []byte, off, length int64, flags
 	e := c.bar.enter()
 	err := c.do(op, cmd, cf, p, off, length)
 	c.bar.exit(e)
+	if err == nil && postFlush {
+		err = c.flush()
+	}
 	if err != nil {
 		return c.fail(op, off, length, err)
 	}
 	return nil
 }
 
-// Flush sends NBD_CMD_FLUSH (ErrUnsupported without NBD_FLAG_SEND_FLUSH).
+// Flush sends NBD_CMD_FLUSH. A server without NBD_FLAG_SEND_FLUSH has no
+// volatile cache (the client may not send the command), so there, as on a
+// Linux disk without a write cache, Flush has nothing to do once the writes
+// it covers are done.
 //
 // It covers every write, trim and write-zeroes call that was made before
 // Flush was called: those that completed, and those still in flight, whose
@@ -486,10 +499,19 @@ func (c *Client) Flush() error {
 		return c.fail(blk.OpFlush, 0, 0, blk.ErrClosed)
 	}
 	defer c.exit()
-	if c.feat&blk.FlushFeature == 0 {
-		return c.fail(blk.OpFlush, 0, 0, blk.ErrUnsupported)
+	if err := c.flush(); err != nil {
+		return c.fail(blk.OpFlush, 0, 0, err)
 	}
+	return nil
+}
+
+// flush is Flush without the call's bookkeeping; a write with FUA on a
+// server without NBD_FLAG_SEND_FUA calls it after the write.
+func (c *Client) flush() error {
 	c.bar.drain()
+	if c.feat&blk.FlushFeature == 0 {
+		return nil
+	}
 	err := c.do(blk.OpFlush, cmdFlush, 0, nil, 0, 0)
 	seen, seq := c.wbSeen.Load(), c.wbErr.Load()
 	switch {
@@ -499,10 +521,7 @@ func (c *Client) Flush() error {
 		// This error reports the loss; the next Flush need not.
 		c.wbSeen.CompareAndSwap(seen, seq)
 	}
-	if err != nil {
-		return c.fail(blk.OpFlush, 0, 0, err)
-	}
-	return nil
+	return err
 }
 
 // Close waits for the calls in flight, then sends NBD_CMD_DISC on every

@@ -18,9 +18,14 @@
 //
 // The transmission flags become blk.Features. The client never sends a
 // command or flag the server did not advertise: a write to a read-only
-// export fails with blk.ErrReadOnly, and Flush, Trim, WriteZeroes or FUA
-// without NBD_FLAG_SEND_FLUSH, _TRIM, _WRITE_ZEROES or _FUA fail with
-// blk.ErrUnsupported, all without a request on the wire.
+// export fails with blk.ErrReadOnly, and Trim or WriteZeroes without
+// NBD_FLAG_SEND_TRIM or _WRITE_ZEROES fail with blk.ErrUnsupported, all
+// without a request on the wire. Flush and FUA follow Linux's blk-flush
+// rules instead, since a caller that asks for durability should get it
+// whatever the server offers: a server without NBD_FLAG_SEND_FLUSH has no
+// volatile cache, so Flush has nothing to send and FUA nothing to add; one
+// with it but without NBD_FLAG_SEND_FUA gets a FUA write as the write
+// followed by a flush.
 //
 // # Connections and goroutines
 //

@@ -58,18 +58,35 @@ type stallResult struct {
 func commitUnderReclaim(t *testing.T, flags workqueue.Flags) stallResult {
 	pool, err := phys.New(phys.Config{Mem: make([]byte, 16<<20), Base: 0x80000000, ThrottleTimeout: time.Millisecond})
 	require.NoError(t, err)
-	q, err := workqueue.New("jbd2/test", pool, workqueue.Config{Flags: flags, MaxActive: 2, MaydayTimeout: time.Hour})
+	q, err := workqueue.New("jbd2/test", pool, workqueue.Config{Flags: flags, MaxActive: 8, MaydayTimeout: time.Hour})
 	require.NoError(t, err)
 	defer q.Destroy()
 	dev, _ := newDevice(t, 256, 64, 8)
 	j, err := Open(dev, 0, testBS, Config{Pool: pool, Queue: q})
 	require.NoError(t, err)
 
-	// The worker recovery ran on is now busy elsewhere.
-	busy, release := make(chan struct{}), make(chan struct{})
-	other := workqueue.Work{Func: func(*workqueue.Work, []byte) { close(busy); <-release }}
-	require.True(t, q.Queue(&other))
-	<-busy
+	// Every worker the queue has (the one recovery ran on, and any the
+	// manager made meanwhile) is busy elsewhere before memory runs out, so
+	// the commit needs a new one.
+	release := make(chan struct{})
+	var others []*workqueue.Work
+	for {
+		st := q.Stats()
+		if st.Idle == 0 && st.Pending == 0 {
+			// Settled: no worker on its way either.
+			time.Sleep(20 * time.Millisecond)
+			if q.Stats() == st {
+				break
+			}
+			continue
+		}
+		require.Less(t, len(others), 4, "workers keep appearing: %+v", st)
+		busy := make(chan struct{})
+		w := &workqueue.Work{Func: func(*workqueue.Work, []byte) { close(busy); <-release }}
+		others = append(others, w)
+		require.True(t, q.Queue(w))
+		<-busy
+	}
 
 	committed, abort := make(chan struct{}), make(chan struct{})
 	r := &commitReclaimer{pool: pool, committed: committed, abort: abort, entered: make(chan struct{})}
@@ -110,8 +127,11 @@ func commitUnderReclaim(t *testing.T, flags workqueue.Flags) stallResult {
 		close(abort)
 		require.NoError(t, <-done)
 	}
-	res.stats = q.Stats()
+	// The commit work acknowledges before it returns: wait for it, and
+	// for the other work, before reading the counters.
 	close(release)
+	q.Flush()
+	res.stats = q.Stats()
 	require.NoError(t, j.Close())
 	assert.Equal(t, block(100, 1), readBlock(t, dev, 100))
 	return res

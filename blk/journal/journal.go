@@ -253,16 +253,12 @@ func Open(dev blk.Device, logStart uint64, blockSize int, cfg Config) (*Journal,
 	j.ckptWork.Func = func(*workqueue.Work, []byte) { j.checkpointWork() }
 
 	// Recovery is journal I/O like any other: it runs on the queue.
-	var rerr error
-	done := make(chan struct{})
-	w := workqueue.Work{Func: func(*workqueue.Work, []byte) {
-		j.recovery, rerr = j.recover(sb)
-		close(done)
-	}}
-	j.queue.Queue(&w)
-	<-done
-	if rerr != nil {
-		return nil, rerr
+	err = j.runOnQueue(func() (err error) {
+		j.recovery, err = j.recover(sb)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	j.running = j.takeBuffer()
 	ok = true

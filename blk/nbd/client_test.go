@@ -809,7 +809,11 @@ func TestScriptedPipeliningOutOfOrder(t *testing.T) {
 	assert.Equal(t, inFlight, maxOut, "requests in flight at once")
 }
 
-func TestScriptedReconnectGivesUpThenRecovers(t *testing.T) {
+// startHeldRead dials a scripted server that never answers the first
+// connection, with a short ReconnectTimeout, and starts a read that the
+// server holds; it returns once the read is held, with the read's result
+// to come on the channel.
+func startHeldRead(t *testing.T) (*farm, *Client, <-chan error) {
 	held := make(chan struct{}, 1)
 	f, cfg := startFarm(t, srvOpts{structured: true}, func(conn int, s *srvConn, r srvReq) bool {
 		if conn == 0 {
@@ -821,14 +825,19 @@ func TestScriptedReconnectGivesUpThenRecovers(t *testing.T) {
 	cfg.ReconnectTimeout = 300 * time.Millisecond
 	c, err := Dial(context.Background(), cfg)
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	rerr := make(chan error, 1)
 	go func() { rerr <- c.ReadAt(make([]byte, 512), 0) }()
 	<-held
+	return f, c, rerr
+}
+
+func TestScriptedReconnectGivesUpThenRecovers(t *testing.T) {
+	f, c, rerr := startHeldRead(t)
 	f.d.refuse.Store(true)
 	f.conn(0).c.Close()
 	start := time.Now()
-	err = <-rerr
+	err := <-rerr
 	assert.ErrorIs(t, err, blk.ErrDisconnected)
 	assert.ErrorContains(t, err, "connection refused (scripted)")
 	assert.Less(t, time.Since(start), 5*time.Second)
@@ -843,26 +852,12 @@ func TestScriptedReconnectGivesUpThenRecovers(t *testing.T) {
 }
 
 func TestScriptedReconnectToAChangedExport(t *testing.T) {
-	held := make(chan struct{}, 1)
-	f, cfg := startFarm(t, srvOpts{structured: true}, func(conn int, s *srvConn, r srvReq) bool {
-		if conn == 0 {
-			held <- struct{}{}
-			return true
-		}
-		return false
-	})
-	cfg.ReconnectTimeout = 300 * time.Millisecond
-	c, err := Dial(context.Background(), cfg)
-	require.NoError(t, err)
-	defer c.Close()
-	rerr := make(chan error, 1)
-	go func() { rerr <- c.ReadAt(make([]byte, 512), 0) }()
-	<-held
+	f, _, rerr := startHeldRead(t)
 	f.mu.Lock()
 	f.opts.size = 2 << 20 // the server comes back with another disk
 	f.mu.Unlock()
 	f.conn(0).c.Close()
-	err = <-rerr
+	err := <-rerr
 	assert.ErrorIs(t, err, blk.ErrDisconnected)
 	assert.ErrorContains(t, err, "export changed: size 2097152, was 1048576")
 }

@@ -21,6 +21,12 @@ import (
 // transaction's worth), in the same run. The journal writes a descriptor
 // and a commit block more per transaction, checksums everything, and
 // checkpoints when its log fills (the checkpoints are in its time).
+//
+// One op is one transaction committed through the journal plus the same
+// 248 KiB written raw. Reports, timed apart: tx/s and MB/s through the
+// journal, raw-MB/s for the raw FUA writes, %overhead (journal time / raw
+// time - 1, in percent) and checkpoints (how many ran in the last run).
+// ns/op, both together, is not reported.
 func BenchmarkCommit(b *testing.B) {
 	const (
 		bs        = 4096
@@ -87,4 +93,5 @@ func BenchmarkCommit(b *testing.B) {
 	b.ReportMetric(bytes/direct.Seconds()/1e6, "raw-MB/s")
 	b.ReportMetric(100*(journal.Seconds()/direct.Seconds()-1), "%overhead")
 	b.ReportMetric(float64(j.Stats().Checkpoints), "checkpoints")
+	b.ReportMetric(0, "ns/op")
 }

@@ -1,11 +1,19 @@
 # yolk: build, boot and test the image.
 #
-#   make qemu                 build the image and boot it in QEMU (selftest)
-#   make qemu APPEND='k=v'    ...with extra boot parameters
-#   make qemu APPEND='scenario=journal nbd=auto'   the journal on an nbdkit server
-#   make test                 gofmt, go vet, host tests (-race), QEMU tests
+#   make                      build the image (build/yolk-mx6ullevk.elf); same as make image
+#   make qemu                 build the image and boot it in QEMU (scenario selftest)
+#   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
+#   make test                 gofmt, go vet, host tests (-race), then the QEMU tests
+#   make bench                the benchmarks behind the README's figures
+#   make toolchain [TAMAGO_GO_SRC=tamago-go1.26.0.src.tar.gz]
+#                             install the TamaGo toolchain if it is missing (image,
+#                             qemu, imx and test-qemu do this first)
 #   make image TARGET=usbarmory / make imx TARGET=usbarmory [CMDLINE='k=v']
-#   make bench
+#   make deps                 install the Debian packages the targets use (as root)
+#
+# QEMU, and the harness behind make qemu, exit with the scenario's status
+# (0 pass, 1 fail, 2 bad parameters, 3 panic, 4 runtime crash); make then
+# reports it as "Error N".
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := image
@@ -30,12 +38,17 @@ GOENV      := GOOS=tamago GOOSPKG=github.com/usbarmory/tamago GOARCH=arm GOARM=7
 
 # The TamaGo Go distribution: `go tool tamago` (the tool directive in go.mod)
 # runs it from the user cache directory, named after the tamago module
-# version. It is never built or fetched by this Makefile.
+# version. make toolchain installs it there when it is missing: from
+# TAMAGO_GO_SRC, a source archive of the tag, or else with upstream's
+# installer over the network (qemu/cmd/yolk-toolchain).
 TAMAGO_MOD  = $(shell $(GO) list -m -f '{{.Version}}' github.com/usbarmory/tamago)
 TAMAGO_GO   = tamago-go$(patsubst v%,%,$(TAMAGO_MOD))
-TAMAGO_ROOT = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tamago-go/$(TAMAGO_GO)
+TAMAGO_GO_SRC ?=
+TOOLCHAIN   = $(BUILD)/yolk-toolchain -version $(TAMAGO_GO) $(if $(TAMAGO_GO_SRC),-archive '$(abspath $(TAMAGO_GO_SRC))')
 # `go tool -n` only prints the tool's path: the tool itself must run with
-# GOOS=tamago in its environment, which the host go command rejects.
+# GOOS=tamago in its environment, which the host go command rejects. These
+# are expanded only by the recipes that use them, so that paths that do
+# not build an image do not build the tool.
 TAMAGO      = $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago)
 TAMAGO_DIR  = $(shell $(GO) list -m -f '{{.Dir}}' github.com/usbarmory/tamago)
 
@@ -59,14 +72,25 @@ PKG_nbd-server            := nbd-server
 PKG_nbdcopy               := libnbd-bin
 NBD_CMDS                  := nbdkit qemu-nbd nbd-server nbdcopy
 
-.PHONY: image imx qemu test check-fmt vet test-host test-qemu bench deps clean check-toolchain
+.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench deps clean toolchain toolchain-tool harness
 
-check-toolchain:
-	@test -x "$(TAMAGO_ROOT)/bin/go" || { \
-	  echo "yolk: cannot build the image: the TamaGo toolchain $(TAMAGO_GO) is missing; go tool tamago expects it at $(TAMAGO_ROOT) (see README, \"The TamaGo toolchain\")." >&2; \
-	  exit 1; }
+# The installer and the harness are built, not run with go run, so that
+# their exit statuses reach make (go run turns every failure into 1).
+toolchain-tool:
+	@mkdir -p $(BUILD)
+	@$(GO) build -o $(BUILD)/yolk-toolchain ./qemu/cmd/yolk-toolchain
 
-image: check-toolchain
+harness:
+	@mkdir -p $(BUILD)
+	@$(GO) build -o $(BUILD)/yolk-qemu ./qemu/cmd/yolk-qemu
+
+# Does nothing when the toolchain is installed; otherwise builds it (about
+# 5 minutes on 2 cores) into a directory beside the final one, renamed into
+# place only once its go command works.
+toolchain: toolchain-tool
+	@$(TOOLCHAIN)
+
+image: toolchain
 	@mkdir -p $(dir $(IMAGE))
 	$(GOENV) $(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(IMAGE) .
 
@@ -84,9 +108,9 @@ imx: image
 	dd if=$(IMAGE) of=$(IMX) bs=1 count=4 skip=24 seek=4 conv=notrunc status=none
 	@echo "yolk: $(IMX) is ready (see README for writing it to a microSD card)"
 
-qemu: image
-	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm $(if $(findstring nbd=auto,$(APPEND)),nbdkit)"
-	$(GO) run ./qemu/cmd/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) $(APPEND)
+qemu: image harness
+	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm nbdkit"
+	$(BUILD)/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) $(APPEND)
 
 test: check-fmt vet test-host test-qemu
 
@@ -111,21 +135,26 @@ test-host:
 	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|endless fork chain:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestCrashStates$$|TestCrashDuringRecovery$$|TestCommitStalls|TestCommitCompletes' -v ./blk/journal | grep -E 'workload:|crash states:|recovered:|stopped:|crashed in|stalled as expected|rescuer ran|^(ok|FAIL)'
 
-# The QEMU end-to-end tests need the TamaGo toolchain to build the images.
-test-qemu:
-	@if [ ! -x "$(TAMAGO_ROOT)/bin/go" ]; then \
-	  echo "SKIP: QEMU tests: the TamaGo toolchain $(TAMAGO_GO) is not installed at $(TAMAGO_ROOT), so no image can be built."; \
-	else \
-	  set -e; \
-	  $(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy nbdkit"; \
-	  $(MAKE) --no-print-directory image TARGET=mx6ullevk; \
-	  $(MAKE) --no-print-directory imx TARGET=usbarmory; \
-	  $(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/... ./mm/... ./blk/...; \
-	  $(GOENV) $(TAMAGO) vet -tags usbarmory,linkramsize . ./board/...; \
-	  YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
-	  YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
-	    $(GO) test -race -count=1 -v -timeout 15m ./tests/; \
-	fi
+# The QEMU end-to-end tests need the TamaGo toolchain to build the images:
+# it is installed first when it can be (an archive in TAMAGO_GO_SRC, or
+# network access); without either, one SKIP: line says so.
+test-qemu: toolchain-tool
+	@st=0; $(TOOLCHAIN) -skip 'QEMU tests' || st=$$?; \
+	case $$st in \
+	  0) $(MAKE) --no-print-directory qemu-tests ;; \
+	  3) ;; \
+	  *) exit $$st ;; \
+	esac
+
+qemu-tests:
+	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm mkimage arm-none-eabi-objcopy nbdkit"
+	$(MAKE) --no-print-directory image TARGET=mx6ullevk
+	$(MAKE) --no-print-directory imx TARGET=usbarmory
+	$(GOENV) $(TAMAGO) vet -tags mx6ullevk,linkramsize . ./board/... ./runtime/... ./net/... ./mm/... ./blk/...
+	$(GOENV) $(TAMAGO) vet -tags usbarmory,linkramsize . ./board/...
+	YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf YOLK_IMAGE_USBARMORY=$(abspath $(BUILD))/yolk-usbarmory.elf \
+	YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
+	  $(GO) test -race -count=1 -v -timeout 15m ./tests/
 
 bench:
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"

@@ -10,34 +10,6 @@ import (
 	"path/filepath"
 )
 
-// TamaGoVersion is the TamaGo Go distribution that builds the image. It
-// follows the tamago module version in go.mod (v1.26.0 → tamago-go1.26.0),
-// the rule github.com/usbarmory/tamago/cmd/tamago applies.
-const TamaGoVersion = "tamago-go1.26.0"
-
-// TamaGoRoot returns where cmd/tamago looks for the distribution: under
-// the user cache directory, tamago-go/VERSION.
-func TamaGoRoot() (string, error) {
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(cache, "tamago-go", TamaGoVersion), nil
-}
-
-// CheckToolchain returns nil when images can be built here, or an error
-// that says in one sentence what is missing and where it is expected.
-func CheckToolchain() error {
-	root, err := TamaGoRoot()
-	if err != nil {
-		return fmt.Errorf("TamaGo toolchain %s: no user cache directory: %w", TamaGoVersion, err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "bin", "go")); err != nil {
-		return fmt.Errorf("TamaGo toolchain %s not found: expected %s/bin/go (see README, \"The TamaGo toolchain\")", TamaGoVersion, root)
-	}
-	return nil
-}
-
 // ModuleRoot walks up from the working directory to yolk's go.mod.
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()

@@ -5,9 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,25 +101,4 @@ func TestBootClosesServicesOnFailure(t *testing.T) {
 	require.Error(t, err)
 	_, err = net.Dial("tcp", e.Addr())
 	assert.Error(t, err, "the echo server outlived the run")
-}
-
-// The toolchain version follows the tamago module version in go.mod the
-// way cmd/tamago derives it; a bump of one without the other breaks builds.
-func TestTamaGoVersionMatchesGoMod(t *testing.T) {
-	root, err := ModuleRoot()
-	require.NoError(t, err)
-	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
-	require.NoError(t, err)
-	m := regexp.MustCompile(`(?m)^\s*github.com/usbarmory/tamago (v\S+)`).FindSubmatch(gomod)
-	require.NotNil(t, m, "tamago not required in go.mod")
-	assert.Equal(t, "tamago-go"+strings.TrimPrefix(string(m[1]), "v"), TamaGoVersion)
-	assert.Contains(t, string(gomod), "tool github.com/usbarmory/tamago/cmd/tamago")
-}
-
-func TestCheckToolchainNamesWhereItLooked(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	err := CheckToolchain()
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), TamaGoVersion)
-	assert.Contains(t, err.Error(), filepath.Join(os.Getenv("XDG_CACHE_HOME"), "tamago-go", TamaGoVersion))
 }

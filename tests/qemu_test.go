@@ -31,6 +31,7 @@ import (
 	"yolk/mm/phys"
 	"yolk/qemu"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/toolchain"
 	"yolk/runtime/result"
 )
 
@@ -70,7 +71,7 @@ func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
 		}
 		return p
 	}
-	if err := qemu.CheckToolchain(); err != nil {
+	if err := toolchain.Check(); err != nil {
 		t.Skipf("SKIP: %v", err)
 	}
 	out := filepath.Join(buildDir, "yolk-"+boardTarget+ext)
@@ -276,7 +277,7 @@ func TestRuntimeCrashEndsTheRunAtOnce(t *testing.T) {
 // and fails when the scenario fails.
 func TestMakeQEMU(t *testing.T) {
 	// make qemu builds the image itself; only the toolchain is needed.
-	if err := qemu.CheckToolchain(); err != nil {
+	if err := toolchain.Check(); err != nil {
 		t.Skipf("SKIP: %v", err)
 	}
 	needQEMU(t)

@@ -22,7 +22,7 @@ import (
 	"yolk/runtime/result"
 	"yolk/runtime/scenario"
 	"yolk/runtime/semihosting"
-	_ "yolk/tests/scenarios"
+	_ "yolk/scenarios"
 )
 
 // Version is the yolk release, printed in the banner.

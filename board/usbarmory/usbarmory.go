@@ -25,10 +25,13 @@ var Machine machine
 type machine struct{}
 
 // Info returns the board description, with the Mk II model read from its
-// fuses on silicon, and the memory map.
+// fuses on silicon, and the memory map. Under QEMU the network is on
+// ENET1, where the emulator attaches the first -net nic (see Ethernet).
 func (machine) Info() board.Info {
 	info := Layout
-	if !soc.Emulated() {
+	if soc.Emulated() {
+		info.Ethernet = "ENET1"
+	} else {
 		_, name := mk2.Model()
 		info.Model += " (" + name + ")"
 	}

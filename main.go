@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -66,34 +67,41 @@ func main() {
 	}
 
 	if err := hw.Init(); err != nil {
-		exit(out, scenario.ExitUsage, fmt.Errorf("board init: %w", err))
+		exit(out, "", scenario.ExitUsage, fmt.Errorf("board init: %w", err))
 	}
 
 	params, err := cmdline.Parse(builtinCmdline, false)
 	if err != nil {
-		exit(out, scenario.ExitUsage, fmt.Errorf("built-in %w", err))
+		exit(out, "", scenario.ExitUsage, fmt.Errorf("built-in %w", err))
 	}
 	if raw, ok, err := hw.Cmdline(); err != nil {
-		exit(out, scenario.ExitUsage, err)
+		exit(out, "", scenario.ExitUsage, err)
 	} else if ok {
 		if err := params.Add(raw, true); err != nil {
-			exit(out, scenario.ExitUsage, err)
+			exit(out, "", scenario.ExitUsage, err)
 		}
 	}
-	kv := []any{}
-	for _, k := range params.Keys() {
-		kv = append(kv, k, params.String(k, ""))
+	// Nothing runs on parameters the image and the scenario do not both
+	// accept, the network's included.
+	args, err := scenario.CheckParams(params)
+	if err != nil {
+		out.Emit(paramsLine(params, nil))
+		exit(out, params.String("scenario", scenario.DefaultScenario), scenario.ExitUsage, err)
 	}
-	out.Emit(result.New("params", kv...))
+	out.Emit(paramsLine(params, &args))
 
-	env := scenario.NewEnv(out, params, info)
+	env := scenario.NewEnv(out, args, info)
 	env.Pool = hw.Pool()
 	if env.Phys, env.PhysErr = managePool(env.Pool, info.Memory.Pool); env.PhysErr != nil {
 		out.Emit(result.New("phys", "managed", false, "err", env.PhysErr.Error()))
 	} else {
 		out.Emit(physLine(env.Phys))
 	}
-	if iface, err := startNetwork(params); err != nil {
+	netCfg, _ := stack.FromArgs(args) // checked by CheckParams
+	if netCfg.Off {
+		env.NetErr = errors.New("the network is off (ip=off)")
+		out.Emit(result.New("net", "up", false, "ip", "off"))
+	} else if iface, err := startNetwork(netCfg); err != nil {
 		env.NetErr = err
 		out.Emit(result.New("net", "up", false, "err", err.Error()))
 	} else {
@@ -102,7 +110,38 @@ func main() {
 	}
 	out.Emit(result.New("ready", "init_ms", time.Since(boot).Milliseconds()))
 
-	exit(out, scenario.Run(env), nil)
+	exit(out, "", scenario.Run(env), nil)
+}
+
+// paramsLine shows the parameters a run goes by: the scenario, then the
+// scenario's own parameters with their defaults filled in (so that a run
+// can be repeated from its log), then the image's that the command line
+// sets. Without args (they were refused) it shows the command line as
+// given.
+func paramsLine(p cmdline.Params, args *cmdline.Args) result.Line {
+	var kv []any
+	if args == nil {
+		for _, k := range p.Keys() {
+			kv = append(kv, k, p.String(k, ""))
+		}
+		return result.New("params", kv...)
+	}
+	name := args.String("scenario")
+	kv = append(kv, "scenario", name)
+	sc, _ := scenario.Lookup(name)
+	own := map[string]bool{"scenario": true}
+	for _, s := range sc.Params {
+		own[s.Name] = true
+		if v := args.String(s.Name); v != "" || args.Has(s.Name) {
+			kv = append(kv, s.Name, v)
+		}
+	}
+	for _, k := range args.Set() {
+		if !own[k] {
+			kv = append(kv, k, args.String(k))
+		}
+	}
+	return result.New("params", kv...)
 }
 
 // managePool hands the pool to mm/phys, which owns it from here on.
@@ -127,11 +166,7 @@ func physLine(p *phys.Pool) result.Line {
 	return result.New("phys", kv...)
 }
 
-func startNetwork(p cmdline.Params) (*stack.Interface, error) {
-	cfg, err := stack.FromParams(p)
-	if err != nil {
-		return nil, err
-	}
+func startNetwork(cfg stack.Config) (*stack.Interface, error) {
 	eth, err := hw.Ethernet()
 	if err != nil {
 		return nil, err
@@ -139,11 +174,16 @@ func startNetwork(p cmdline.Params) (*stack.Interface, error) {
 	return stack.Start(eth, cfg, hw.HandleInterrupt)
 }
 
-// exit reports the status (and why, when it is an early failure) and hands
-// it to the board. It does not return.
-func exit(out *scenario.Reporter, code int, err error) {
+// exit reports the status (and why, when it is an early failure, with the
+// scenario's name once it is known) and hands it to the board. It does not
+// return.
+func exit(out *scenario.Reporter, name string, code int, err error) {
 	if err != nil {
-		out.Emit(result.New("result", "status", "fail", "code", code, "err", err.Error()))
+		kv := []any{"status", "fail", "code", code, "err", err.Error()}
+		if name != "" {
+			kv = append([]any{"scenario", name}, kv...)
+		}
+		out.Emit(result.New("result", kv...))
 	}
 	out.Emit(result.New("exit", "code", code))
 	hw.Exit(code)

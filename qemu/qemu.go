@@ -209,12 +209,18 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 		run.CPU = ps.UserTime() + ps.SystemTime()
 	}
 
+	// The errors carry the last console lines, unless the console was
+	// already shown as it arrived.
+	tail := ""
+	if cfg.Console == nil {
+		tail = "; last console lines:\n" + run.Tail(20)
+	}
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		run.TimedOut = true
-		return run, fmt.Errorf("qemu: killed after %v without exiting; last console lines:\n%s", timeout, run.Tail(20))
+		return run, fmt.Errorf("qemu: killed after %v without exiting%s", timeout, tail)
 	case ctx.Err() != nil:
-		return run, fmt.Errorf("qemu: run cancelled: %w; last console lines:\n%s", ctx.Err(), run.Tail(20))
+		return run, fmt.Errorf("qemu: run cancelled: %w%s", ctx.Err(), tail)
 	}
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {
@@ -222,13 +228,28 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	}
 	reported, ok := run.Find("exit")
 	if !ok {
-		return run, fmt.Errorf("qemu: exited with status %d before the image reported an exit; stderr: %s; last console lines:\n%s",
-			run.ExitCode, strings.TrimSpace(run.Stderr), run.Tail(20))
+		stderr := ""
+		if s := strings.TrimSpace(run.Stderr); s != "" {
+			stderr = "; stderr: " + s
+		}
+		return run, fmt.Errorf("qemu: exited with status %d before the image reported an exit%s%s", run.ExitCode, stderr, tail)
 	}
 	if code, err := strconv.Atoi(reported.Value("code")); err != nil || code != run.ExitCode {
 		return run, fmt.Errorf("qemu: image reported exit code %q but QEMU exited with %d", reported.Value("code"), run.ExitCode)
 	}
 	return run, nil
+}
+
+// ImageStatus returns the exit status the image gave, and whether it gave
+// one: the run reached the image's banner and QEMU then exited by itself,
+// which under semihosting only the image makes it do (with its verdict,
+// or with status 4 when its runtime died). A run that never reached the
+// banner failed in QEMU, not in the image; a killed one has no status.
+func (r *Run) ImageStatus() (int, bool) {
+	if r.TimedOut || r.Banner == 0 || r.ExitCode < 0 {
+		return 0, false
+	}
+	return r.ExitCode, true
 }
 
 // readConsole splits the console into lines, keeps them, and parses the

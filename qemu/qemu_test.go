@@ -12,6 +12,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"yolk/qemu/nbdserver"
+	"yolk/runtime/cmdline"
 )
 
 func TestArgsAreTheKnownGoodLine(t *testing.T) {
@@ -101,4 +104,61 @@ func TestBootClosesServicesOnFailure(t *testing.T) {
 	require.Error(t, err)
 	_, err = net.Dial("tcp", e.Addr())
 	assert.Error(t, err, "the echo server outlived the run")
+}
+
+func TestPlanServices(t *testing.T) {
+	selftest := []cmdline.Spec{{Name: "scenario"}, {Name: "host", Service: ServiceEcho}, {Name: "timeout"}}
+	journal := []cmdline.Spec{{Name: "scenario"}, {Name: "nbd", Service: ServiceNBD}, {Name: "export", Service: ServiceNBD}, {Name: "tx"}}
+	nbd := nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 1 << 20}
+	kinds := func(ss []Service) []string {
+		var out []string
+		for _, s := range ss {
+			switch s := s.(type) {
+			case *EchoServer:
+				out = append(out, "echo")
+			case *NBDServer:
+				assert.Equal(t, nbd, s.Config)
+				out = append(out, "nbd")
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		specs []cmdline.Spec
+		words []string
+		want  []string // services
+		rest  []string // words left for the image
+	}{
+		{"selftest needs an echo server", selftest, nil, []string{"echo"}, nil},
+		{"unless host is given", selftest, []string{"host=10.0.2.2:7", "timeout=1s"}, nil, []string{"host=10.0.2.2:7", "timeout=1s"}},
+		{"host=auto asks for one", selftest, []string{"host=auto", "timeout=1s"}, []string{"echo"}, []string{"timeout=1s"}},
+		{"the journal needs an NBD server", journal, []string{"scenario=journal", "tx=5"}, []string{"nbd"}, []string{"scenario=journal", "tx=5"}},
+		{"nbd=auto, as the README has it", journal, []string{"scenario=journal", "nbd=auto"}, []string{"nbd"}, []string{"scenario=journal"}},
+		{"the user's own server", journal, []string{"scenario=journal", "nbd=10.0.2.2:10809", "export=disk"}, nil, []string{"scenario=journal", "nbd=10.0.2.2:10809", "export=disk"}},
+		{"an export names the user's server too", journal, []string{"export=disk"}, nil, []string{"export=disk"}},
+		{"no services, no servers", []cmdline.Spec{{Name: "scenario"}}, []string{"scenario=vm"}, nil, []string{"scenario=vm"}},
+	} {
+		services, rest := PlanServices(c.words, c.specs, nbd)
+		assert.Equal(t, c.want, kinds(services), c.name)
+		assert.Equal(t, c.rest, rest, c.name)
+	}
+}
+
+func TestImageStatus(t *testing.T) {
+	for _, c := range []struct {
+		run  Run
+		code int
+		ok   bool
+	}{
+		{Run{ExitCode: 1, Banner: time.Second}, 1, true},
+		{Run{ExitCode: 4, Banner: time.Second}, 4, true},
+		{Run{ExitCode: 1}, 0, false}, // QEMU's own failure: no banner
+		{Run{ExitCode: -1, Banner: time.Second}, 0, false},
+		{Run{ExitCode: -1, Banner: time.Second, TimedOut: true}, 0, false},
+	} {
+		code, ok := c.run.ImageStatus()
+		assert.Equal(t, c.code, code, "%+v", c.run)
+		assert.Equal(t, c.ok, ok, "%+v", c.run)
+	}
 }

@@ -8,9 +8,11 @@ import (
 )
 
 func init() {
-	scenario.Register("crash",
-		"panic in another goroutine, which nothing can recover: how the image dies, for the harness",
-		crash)
+	scenario.Register(scenario.Scenario{
+		Name: "crash",
+		Help: "panic in another goroutine, which nothing can recover: how the image dies, for the harness",
+		Run:  crash,
+	})
 }
 
 // crash must never return: the panic ends the image (status 4 under QEMU).

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -14,13 +15,25 @@ import (
 	"yolk/blk"
 	"yolk/blk/journal"
 	"yolk/blk/nbd"
+	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
 func init() {
-	scenario.Register("journal",
-		"commit tx= (default 200) transactions of blocks= (default 8) random 4 KiB blocks from seed= (default 1) through a journal on the NBD server nbd=HOST:PORT (required; export= default \"\"), close it, read every home block back and reopen it clean",
-		journalScenario)
+	scenario.Register(scenario.Scenario{
+		Name: "journal",
+		Help: "commit tx= transactions of blocks= random 4 KiB blocks from seed= through a journal on the NBD server nbd=HOST:PORT, close it, read every home block back and reopen it clean",
+		Params: []cmdline.Spec{
+			{Name: "nbd", Value: cmdline.HostPort{}, Required: true, Service: "nbd",
+				Help: "the NBD server (the harness starts an nbdkit memory server on the host)"},
+			// NBD strings (export names among them) are at most 4096 bytes.
+			{Name: "export", Value: cmdline.Text{Max: 4096}, Service: "nbd", Help: "the export's name"},
+			{Name: "tx", Value: cmdline.Int{Min: 1, Max: 1000000}, Default: "200", Help: "how many transactions to commit"},
+			{Name: "blocks", Value: cmdline.Int{Min: 1, Max: jLogBlocks / 2}, Default: "8", Help: "blocks per transaction"},
+			{Name: "seed", Value: cmdline.Int{Min: math.MinInt64, Max: math.MaxInt64}, Default: "1", Help: "the seed of the blocks chosen"},
+		},
+		Run: journalScenario,
+	})
 }
 
 // The journal scenario's geometry, in 4 KiB blocks: the log (superblock
@@ -39,33 +52,12 @@ const (
 // on reopening. Every home block is then read back through the client and
 // compared with a model of what the transactions wrote.
 func journalScenario(env *scenario.Env) error {
-	addr := env.Params.String("nbd", "")
-	if addr == "" {
-		return errors.New("no nbd=HOST:PORT given: the journal needs an NBD server; run it with `make qemu APPEND='scenario=journal nbd=auto'` (the harness starts an nbdkit memory server and passes its address), or give nbd=10.0.2.2:PORT of a server on the host")
-	}
-	if addr == "auto" {
-		return errors.New("nbd=auto is for the QEMU harness (yolk-qemu), which replaces it with the address of the nbdkit server it starts")
-	}
-	export := env.Params.String("export", "")
-	txs, err := env.Params.Int("tx", 200)
-	if err != nil {
-		return err
-	}
-	if txs < 1 || txs > 1000000 {
-		return fmt.Errorf("tx=%d: want 1 to 1000000", txs)
-	}
-	per, err := env.Params.Int("blocks", 8)
-	if err != nil {
-		return err
-	}
-	seed, err := env.Params.Int("seed", 1)
-	if err != nil {
-		return err
-	}
+	addr := env.Args.String("nbd")
+	export := env.Args.String("export")
+	txs := env.Args.Int("tx")
+	per := env.Args.Int("blocks")
+	seed := env.Args.Int64("seed")
 	maxTx := max(62, per)
-	if per < 1 || per > jLogBlocks/2 {
-		return fmt.Errorf("blocks=%d: want 1 to %d", per, jLogBlocks/2)
-	}
 	pool := env.Phys
 	if pool == nil {
 		return fmt.Errorf("no page allocator: %v", env.PhysErr)

@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"bytes"
 	"net"
 	"strings"
 	"testing"
@@ -9,9 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"yolk/mm/phys"
 	"yolk/qemu/nbdserver"
-	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
@@ -19,20 +16,14 @@ import (
 // TCP stack for the network (nil: no network).
 func runJournal(t *testing.T, dialer scenario.Dialer, args string) (int, string) {
 	t.Helper()
-	params, err := cmdline.Parse("img scenario=journal "+args, true)
-	require.NoError(t, err)
-	pool := make([]byte, smallBoard.Memory.Pool.Size)
-	var out bytes.Buffer
-	env := scenario.NewEnv(scenario.NewReporter(&out), params, smallBoard)
-	env.Pool = pool
-	env.Phys, err = phys.New(phys.Config{Mem: pool, Base: smallBoard.Memory.Pool.Start})
-	require.NoError(t, err)
-	if dialer != nil {
-		env.Net = dialer
-	} else {
-		env.NetErr = assert.AnError
-	}
-	return scenario.Run(env), out.String()
+	return runLine(t, "scenario=journal "+args, func(env *scenario.Env) {
+		withPool(t)(env)
+		if dialer != nil {
+			env.Net = dialer
+		} else {
+			env.NetErr = assert.AnError
+		}
+	})
 }
 
 func TestJournalOnNbdkit(t *testing.T) {
@@ -61,17 +52,17 @@ func TestJournalOnNbdkit(t *testing.T) {
 
 func TestJournalNeedsAServerAndTheNetwork(t *testing.T) {
 	code, out := runJournal(t, &net.Dialer{}, "")
-	assert.Equal(t, scenario.ExitFail, code)
-	assert.Contains(t, out, "no nbd=HOST:PORT given")
-	assert.Contains(t, out, "APPEND='scenario=journal nbd=auto'")
+	assert.Equal(t, scenario.ExitUsage, code)
+	assert.Equal(t, `yolk: result scenario=journal status=fail code=2 err="bad boot parameter nbd= is required: want HOST:PORT, an IPv4 address and a TCP port from 1 to 65535 (e.g. 10.0.2.2:7)"`+"\n", out)
 
 	code, out = runJournal(t, nil, "nbd=10.0.2.2:10809")
 	assert.Equal(t, scenario.ExitFail, code)
 	assert.Contains(t, out, "no network")
 
-	for _, args := range []string{"nbd=x:1 tx=0", "nbd=x:1 blocks=0", "nbd=x:1 blocks=129", "nbd=x:1 tx=y", "nbd=auto"} {
+	for _, args := range []string{"nbd=10.0.2.2:1 tx=0", "nbd=10.0.2.2:1 blocks=0", "nbd=10.0.2.2:1 blocks=129",
+		"nbd=10.0.2.2:1 tx=y", "nbd=auto", "nbd=x:1"} {
 		code, out := runJournal(t, &net.Dialer{}, args)
-		assert.Equal(t, scenario.ExitFail, code, "%s: %s", args, out)
+		assert.Equal(t, scenario.ExitUsage, code, "%s: %s", args, out)
 		assert.False(t, strings.Contains(out, "check name=nbd-dial"), "%s dialled: %s", args, out)
 	}
 }

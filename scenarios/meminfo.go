@@ -3,16 +3,26 @@ package scenarios
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"yolk/mm/phys"
+	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
 func init() {
-	scenario.Register("meminfo",
-		"fill the pool to fill= percent (default 60) with a mixed workload, free a third of it, print /proc/buddyinfo, pagetypeinfo, zoneinfo, meminfo and vmstat, then free it all",
-		meminfo)
+	scenario.Register(scenario.Scenario{
+		Name: "meminfo",
+		Help: "fill the pool to fill= percent with a mixed workload, free a third of it, print /proc/buddyinfo, pagetypeinfo, zoneinfo, meminfo and vmstat, then free it all",
+		Params: []cmdline.Spec{
+			{Name: "fill", Value: cmdline.Int{Min: 0, Max: 100}, Default: "60", Help: "how full (percent) to fill the pool"},
+			// The pool's size bounds it further; the scenario checks that.
+			{Name: "min_free_kbytes", Value: cmdline.Int{Min: 0, Max: 1 << 20},
+				Help: "vm.min_free_kbytes to set first (0 or unset: Linux's formula for the pool)"},
+		},
+		Run: meminfo,
+	})
 }
 
 // meminfo shows the page allocator at work in Linux's formats: a mix of
@@ -25,19 +35,16 @@ func meminfo(env *scenario.Env) error {
 	if p == nil {
 		return fmt.Errorf("no page allocator: %v", env.PhysErr)
 	}
-	fill, err := env.Params.Int("fill", 60)
-	if err != nil {
-		return err
-	}
-	if fill < 0 || fill > 100 {
-		return fmt.Errorf("fill=%d: want a percentage", fill)
-	}
-	kb, err := env.Params.Int("min_free_kbytes", 0)
-	if err != nil {
-		return err
-	}
-	if err := p.SetMinFreeKbytes(kb); err != nil {
-		return err
+	fill := env.Args.Int("fill")
+	if env.Args.Has("min_free_kbytes") {
+		kb, limit := env.Args.Int("min_free_kbytes"), p.MaxMinFreeKbytes()
+		if kb > limit {
+			return &cmdline.ParamError{Key: "min_free_kbytes", Value: strconv.Itoa(kb), Reason: cmdline.ErrOutOfRange,
+				Allowed: fmt.Sprintf("an integer from 0 to %d, which puts the high watermark just under this pool's %d frames", limit, p.Frames())}
+		}
+		if err := p.SetMinFreeKbytes(kb); err != nil {
+			return err
+		}
 	}
 
 	type block struct {
@@ -119,7 +126,7 @@ func meminfo(env *scenario.Env) error {
 			return err
 		}
 	}
-	err = p.Check()
+	err := p.Check()
 	if err == nil && p.FreeFrames() != uint64(p.Frames()) {
 		err = fmt.Errorf("%d of %d frames free after freeing everything", p.FreeFrames(), p.Frames())
 	}

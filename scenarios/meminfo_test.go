@@ -1,15 +1,12 @@
 package scenarios
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"yolk/mm/phys"
-	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
@@ -17,15 +14,7 @@ import (
 // phys, as the image runs it, and returns the exit status and output.
 func runOnPool(t *testing.T, name, args string) (int, string) {
 	t.Helper()
-	params, err := cmdline.Parse("img scenario="+name+" "+args, true)
-	require.NoError(t, err)
-	pool := make([]byte, smallBoard.Memory.Pool.Size)
-	var out bytes.Buffer
-	env := scenario.NewEnv(scenario.NewReporter(&out), params, smallBoard)
-	env.Pool = pool
-	env.Phys, err = phys.New(phys.Config{Mem: pool, Base: smallBoard.Memory.Pool.Start})
-	require.NoError(t, err)
-	return scenario.Run(env), out.String()
+	return runLine(t, "scenario="+name+" "+args, withPool(t))
 }
 
 func TestMeminfoPrintsProcFiles(t *testing.T) {
@@ -48,8 +37,17 @@ func TestMeminfoPrintsProcFiles(t *testing.T) {
 }
 
 func TestMeminfoRejectsBadParameters(t *testing.T) {
-	for _, args := range []string{"fill=150", "fill=lots", "min_free_kbytes=-1", "min_free_kbytes=100000"} {
+	for args, want := range map[string]string{
+		"fill=150":               "fill=150 is out of range: want an integer from 0 to 100",
+		"fill=lots":              "fill=lots is not an integer",
+		"min_free_kbytes=-1":     "min_free_kbytes=-1 is out of range",
+		"min_free_kbytes=100000": "min_free_kbytes=100000 is out of range: want an integer from 0 to 5463, which puts the high watermark just under this pool's 2048 frames",
+	} {
 		code, out := runOnPool(t, "meminfo", args)
-		assert.Equal(t, scenario.ExitFail, code, "%s: %s", args, out)
+		assert.Equal(t, scenario.ExitUsage, code, "%s: %s", args, out)
+		assert.Contains(t, out, want, args)
 	}
+	// The largest value the pool takes is taken.
+	code, out := runOnPool(t, "meminfo", "fill=10 min_free_kbytes=5463")
+	assert.Equal(t, scenario.ExitPass, code, out)
 }

@@ -17,13 +17,22 @@ import (
 
 	"yolk/board"
 	"yolk/mm/phys"
+	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
 func init() {
-	scenario.Register("selftest",
-		"check the memory map and pool, then echo a nonce through host=ADDR:PORT",
-		selftest)
+	scenario.Register(scenario.Scenario{
+		Name: "selftest",
+		Help: "check the memory map and pool, then echo a nonce through host=ADDR:PORT",
+		Params: []cmdline.Spec{
+			{Name: "host", Value: cmdline.HostPort{}, Service: "echo",
+				Help: "a TCP echo server (the harness starts one on the host)"},
+			{Name: "timeout", Value: cmdline.Duration{Min: time.Millisecond, Max: 10 * time.Minute}, Default: "10s",
+				Help: "the echo's dial and round-trip deadline"},
+		},
+		Run: selftest,
+	})
 }
 
 // selftest is the default scenario: it proves that the board's memory map is
@@ -41,13 +50,9 @@ func selftest(env *scenario.Env) error {
 
 	env.Check("phys-orders", allocEveryOrder(env.Phys, env.PhysErr), "orders", phys.NrOrders)
 
-	host := env.Params.String("host", "")
-	timeout, err := env.Params.Duration("timeout", 10*time.Second)
-	if err != nil {
-		return err
-	}
+	host := env.Args.String("host")
 	start := time.Now()
-	err = echo(env, host, timeout)
+	err := echo(env, host, env.Args.Duration("timeout"))
 	env.Check("echo", err, "host", host, "rtt_us", time.Since(start).Microseconds())
 	return nil
 }

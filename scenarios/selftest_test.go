@@ -2,9 +2,9 @@ package scenarios
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,23 +12,9 @@ import (
 
 	"yolk/board"
 	"yolk/mm/phys"
-	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 	"yolk/runtime/scenario"
 )
-
-// smallBoard has an 8 MiB pool so the host test can back it with a slab;
-// it starts on a 4 MiB boundary so that selftest can have a block of
-// every order.
-var smallBoard = board.Info{
-	Name: "host",
-	Memory: board.MemoryMap{
-		RAM:     board.Region{Name: "ram", Start: 0x80000000, Size: 16 << 20},
-		Runtime: board.Region{Name: "runtime", Start: 0x80000000, Size: 4 << 20},
-		Pool:    board.Region{Name: "pool", Start: 0x80400000, Size: 8 << 20},
-		DMA:     board.Region{Name: "dma", Start: 0x80c00000, Size: 1 << 20},
-	},
-}
 
 // echoServer is a loopback echo server (one connection at a time is
 // enough) that stops with the test.
@@ -60,18 +46,16 @@ func echoServer(t *testing.T, mangle bool) string {
 
 func runSelftest(t *testing.T, pool []byte, b board.Info, append string) (int, map[string]result.Line) {
 	t.Helper()
-	p, err := cmdline.Parse("img "+append, true)
-	require.NoError(t, err)
-	var out bytes.Buffer
-	env := scenario.NewEnv(scenario.NewReporter(&out), p, b)
-	env.Pool = pool
-	if pool != nil {
-		env.Phys, env.PhysErr = phys.New(phys.Config{Mem: pool, Base: b.Memory.Pool.Start})
-	}
-	env.Net = &net.Dialer{}
-	code := scenario.Run(env)
+	code, out := runLine(t, append, func(env *scenario.Env) {
+		env.Board = b
+		env.Pool = pool
+		if pool != nil {
+			env.Phys, env.PhysErr = phys.New(phys.Config{Mem: pool, Base: b.Memory.Pool.Start})
+		}
+		env.Net = &net.Dialer{}
+	})
 	checks := map[string]result.Line{}
-	sc := bufio.NewScanner(&out)
+	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		l, err := result.Parse(sc.Text())
 		require.NoError(t, err)
@@ -140,7 +124,7 @@ func TestSelftestFailures(t *testing.T) {
 	})
 	t.Run("bad timeout param", func(t *testing.T) {
 		code, _ := runSelftest(t, pool, smallBoard, "timeout=soon host="+echoServer(t, false))
-		assert.Equal(t, scenario.ExitFail, code)
+		assert.Equal(t, scenario.ExitUsage, code)
 	})
 }
 

@@ -3,22 +3,24 @@ package scenarios
 import (
 	"time"
 
+	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
 func init() {
-	scenario.Register("sleep",
-		"sleep for duration= (default 1s) and pass; a run that outlives its deadline, for the harness",
-		sleep)
+	scenario.Register(scenario.Scenario{
+		Name: "sleep",
+		Help: "sleep for duration= and pass; an idle image, or a run that outlives its deadline, for the harness",
+		Params: []cmdline.Spec{
+			{Name: "duration", Value: cmdline.Duration{Min: 0, Max: 24 * time.Hour}, Default: "1s", Help: "how long to sleep"},
+		},
+		Run: sleep,
+	})
 }
 
 func sleep(env *scenario.Env) error {
-	d, err := env.Params.Duration("duration", time.Second)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	time.Sleep(d)
+	time.Sleep(env.Args.Duration("duration"))
 	env.Check("slept", nil, "ms", time.Since(start).Milliseconds())
 	return nil
 }

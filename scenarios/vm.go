@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
 	"sort"
 	"strings"
@@ -9,13 +10,20 @@ import (
 	"yolk/mm"
 	"yolk/mm/phys"
 	"yolk/mm/vmtest"
+	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
 
 func init() {
-	scenario.Register("vm",
-		"run steps= (default 3000) random mmap, munmap, mprotect, madvise, fork, exit, read, write and reclaim operations from seed= (default 1) against a reference model, checking mm's invariants after each step, then that the pool got every frame back",
-		vm)
+	scenario.Register(scenario.Scenario{
+		Name: "vm",
+		Help: "run steps= random mmap, munmap, mprotect, madvise, fork, exit, read, write and reclaim operations from seed= against a reference model, checking mm's invariants after each step, then that the pool got every frame back",
+		Params: []cmdline.Spec{
+			{Name: "steps", Value: cmdline.Int{Min: 1, Max: 10000000}, Default: "3000", Help: "how many random operations to run"},
+			{Name: "seed", Value: cmdline.Int{Min: math.MinInt64, Max: math.MaxInt64}, Default: "1", Help: "the seed of the operations"},
+		},
+		Run: vm,
+	})
 }
 
 // vm is mm's differential property test run on the image: vmtest drives
@@ -32,17 +40,8 @@ func vm(env *scenario.Env) error {
 	if p == nil {
 		return fmt.Errorf("no page allocator: %v", env.PhysErr)
 	}
-	steps, err := env.Params.Int("steps", 3000)
-	if err != nil {
-		return err
-	}
-	if steps < 1 || steps > 10000000 {
-		return fmt.Errorf("steps=%d: want 1 to 10000000", steps)
-	}
-	seed, err := env.Params.Int("seed", 1)
-	if err != nil {
-		return err
-	}
+	steps := env.Args.Int("steps")
+	seed := env.Args.Int64("seed")
 
 	swap := vmtest.NewRAMSwap(p)
 	mgr, err := mm.New(mm.Config{Pool: p, Swap: swap, VerifyZeroed: true})
@@ -76,7 +75,7 @@ func vm(env *scenario.Env) error {
 			env.Text(b.String())
 		}
 	}
-	st, err := vmtest.Run(mgr, swap, rand.New(rand.NewSource(int64(seed))), vmtest.Config{Steps: steps, Midway: midway})
+	st, err := vmtest.Run(mgr, swap, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, Midway: midway})
 	if procErr != nil {
 		return procErr
 	}

@@ -164,7 +164,45 @@ func TestUnknownScenarioExitsWithUsageStatus(t *testing.T) {
 	assert.Equal(t, 2, run.ExitCode)
 	v, ok := run.Find("result", "status", "fail")
 	require.True(t, ok)
-	assert.Contains(t, v.Value("err"), "unknown scenario")
+	assert.Contains(t, v.Value("err"), "scenario=no-such-thing is not a choice: want one of ")
+}
+
+// Bad boot parameters stop the image before anything runs: status 2 and
+// one result line naming the key, the value and what is allowed. (The
+// whole table runs on the host against the same checker, in
+// scenarios/params_test.go; these are the README's cases.)
+func TestBadBootParametersOnTheImage(t *testing.T) {
+	img := evkImage(t)
+	for _, c := range []struct {
+		append []string
+		want   string
+	}{
+		{[]string{"scenraio=vm"}, "bad boot parameter scenraio=vm is not a parameter of selftest (did you mean scenario=?)"},
+		{[]string{"steps=abc"}, "bad boot parameter steps=abc is not a parameter of selftest (vm takes it)"},
+		{[]string{"scenario=vm", "steps=-1"}, "bad boot parameter steps=-1 is out of range: want an integer from 1 to 10000000"},
+		{[]string{"scenario=vm", "steps=99999999999"}, "bad boot parameter steps=99999999999 is out of range"},
+		{[]string{"scenario=meminfo", "fill=500"}, "bad boot parameter fill=500 is out of range: want an integer from 0 to 100"},
+		{[]string{"ip=999.1.1.1"}, "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address (e.g. 10.0.2.15), or off"},
+		// Only the machine knows this one's bound: the pool's size.
+		{[]string{"scenario=meminfo", "min_free_kbytes=300000"}, "bad boot parameter min_free_kbytes=300000 is out of range: want an integer from 0 to "},
+	} {
+		t.Run(strings.Join(c.append, " "), func(t *testing.T) {
+			run := boot(t, qemu.Config{Image: img, Append: c.append, Timeout: 60 * time.Second})
+			assert.Equal(t, 2, run.ExitCode, run.Tail(10))
+			var verdicts []result.Line
+			for _, l := range run.Results {
+				if l.Event == "result" {
+					verdicts = append(verdicts, l)
+				}
+			}
+			require.Len(t, verdicts, 1, run.Tail(10))
+			assert.Contains(t, verdicts[0].Value("err"), c.want)
+			assert.Equal(t, "2", verdicts[0].Value("code"))
+			assert.NotEmpty(t, verdicts[0].Value("scenario"))
+			_, ran := run.Find("check")
+			assert.False(t, ran, "a check ran on bad parameters")
+		})
+	}
 }
 
 func TestBadCommandLineIsAnErrorNotAPanic(t *testing.T) {
@@ -244,6 +282,7 @@ func TestUSBArmoryImageBootsUnderQEMU(t *testing.T) {
 	b, _ := run.Find("banner")
 	assert.Equal(t, "usbarmory", b.Value("board"))
 	assert.Equal(t, "UART2", b.Value("console"))
+	assert.Equal(t, "ENET1", b.Value("ethernet"), "QEMU attaches the first -net nic to ENET1")
 	assert.Equal(t, usbarmory.Layout.Memory, memoryMap(t, run))
 	assert.Equal(t, int64(33), echo.Echoed())
 }
@@ -305,7 +344,7 @@ func TestMakeQEMU(t *testing.T) {
 func TestIdleImageWaitsForInterrupts(t *testing.T) {
 	img := evkImage(t)
 	const sleep = 3 * time.Second
-	for name, extra := range map[string]string{"network up": "", "network down": "ip=bad"} {
+	for name, extra := range map[string]string{"network up": "", "network down": "ip=off"} {
 		t.Run(name, func(t *testing.T) {
 			run := boot(t, qemu.Config{Image: img, Append: []string{"scenario=sleep", "duration=" + sleep.String(), extra}})
 			require.Equal(t, 0, run.ExitCode, run.Tail(20))

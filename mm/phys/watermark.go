@@ -104,6 +104,30 @@ func (p *Pool) SetMinFreeKbytes(kb int) error {
 	return nil
 }
 
+// MaxMinFreeKbytes returns the largest vm.min_free_kbytes the pool takes
+// at its current watermark_scale_factor: the one that puts the high
+// watermark just under the pool's size. (Linux accepts any value and lets
+// the machine fall over; a pool whose high watermark is out of reach
+// would have kswapd reclaim forever.)
+func (p *Pool) MaxMinFreeKbytes() int {
+	p.mu.Lock()
+	scale := p.scaleFactor
+	p.mu.Unlock()
+	n := uint64(p.n)
+	high := func(minPages uint64) uint64 { return minPages + 2*max(minPages/4, n*uint64(scale)/10000) }
+	// high is monotonic in min: find the largest min with high < n.
+	lo, hi := uint64(0), n
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if high(mid) < n {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return int(lo*(PageSize>>10) + PageSize>>10 - 1)
+}
+
 // SetWatermarkScaleFactor changes vm.watermark_scale_factor (1 to 3000)
 // and recomputes the watermarks.
 func (p *Pool) SetWatermarkScaleFactor(scale int) error {

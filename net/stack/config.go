@@ -5,7 +5,8 @@
 // virtual LAN is 10.0.2.0/24 with the gateway (and the host's loopback) at
 // 10.0.2.2; the guest takes 10.0.2.15, the address QEMU's DHCP server
 // would have given it. Boot parameters ip=, netmask=, gw= and mac=
-// override them for a real network.
+// override them for a real network; ip=off, as on Linux, leaves the
+// network down.
 //
 // Receive is interrupt driven, not polled: the ENET raises RXF for each
 // received frame; the board's interrupt service goroutine (board/imx6ul) is
@@ -18,6 +19,7 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
@@ -30,6 +32,8 @@ type Config struct {
 	Netmask string // e.g. 255.255.255.0
 	Gateway string // e.g. 10.0.2.2
 	MAC     string // locally administered unicast
+	// Off leaves the network down (ip=off); the addresses are unset.
+	Off bool
 }
 
 // Default is the QEMU user-networking configuration. The MAC is locally
@@ -41,53 +45,83 @@ var Default = Config{
 	MAC:     "02:79:6f:6c:6b:01",
 }
 
-// FromParams overrides Default with ip=, netmask=, gw= and mac= and
-// validates the result.
-func FromParams(p cmdline.Params) (Config, error) {
+// Params are the image's network parameters, with Default's values.
+var Params = []cmdline.Spec{
+	{Name: "ip", Value: addrOrOff{}, Default: Default.Addr, Help: "the interface's IPv4 address, or off to leave the network down"},
+	{Name: "netmask", Value: netmask{}, Default: Default.Netmask, Help: "the interface's netmask"},
+	{Name: "gw", Value: cmdline.IPv4{}, Default: Default.Gateway, Help: "the default gateway, on the interface's subnet"},
+	{Name: "mac", Value: cmdline.MAC{}, Default: Default.MAC, Help: "the interface's MAC address"},
+}
+
+// FromArgs returns the configuration the parameters ask for, or one with
+// Off set for ip=off, and checks what no single parameter can: that the
+// gateway is on the interface's subnet and is not the interface itself.
+func FromArgs(a cmdline.Args) (Config, error) {
 	c := Config{
-		Addr:    p.String("ip", Default.Addr),
-		Netmask: p.String("netmask", Default.Netmask),
-		Gateway: p.String("gw", Default.Gateway),
-		MAC:     p.String("mac", Default.MAC),
+		Addr:    a.String("ip"),
+		Netmask: a.String("netmask"),
+		Gateway: a.String("gw"),
+		MAC:     a.String("mac"),
+	}
+	if c.Addr == "off" {
+		return Config{Off: true}, nil
 	}
 	return c, c.Validate()
 }
 
 // Validate checks that the addresses are IPv4, the netmask is contiguous,
-// the gateway is on the interface's subnet and the MAC is unicast.
+// the gateway is on the interface's subnet and the MAC is unicast. Its
+// errors name the parameter, its value and what is wanted.
 func (c Config) Validate() error {
-	ip := net.ParseIP(c.Addr).To4()
-	if ip == nil {
-		return fmt.Errorf("net: ip=%q is not an IPv4 address", c.Addr)
+	if c.Off {
+		return nil
 	}
-	mask := net.ParseIP(c.Netmask).To4()
-	if mask == nil {
-		return fmt.Errorf("net: netmask=%q is not an IPv4 netmask", c.Netmask)
+	for _, p := range []struct {
+		key, v string
+		value  cmdline.Value
+	}{{"ip", c.Addr, cmdline.IPv4{}}, {"netmask", c.Netmask, netmask{}}, {"gw", c.Gateway, cmdline.IPv4{}}, {"mac", c.MAC, cmdline.MAC{}}} {
+		if err := p.value.Check(p.v); err != nil {
+			return &cmdline.ParamError{Key: p.key, Value: p.v, Reason: err, Allowed: p.value.String()}
+		}
 	}
-	ones, bits := net.IPMask(mask).Size()
-	if bits == 0 || ones == 0 {
-		return fmt.Errorf("net: netmask=%q is not contiguous", c.Netmask)
-	}
-	gw := net.ParseIP(c.Gateway).To4()
-	if gw == nil {
-		return fmt.Errorf("net: gw=%q is not an IPv4 address", c.Gateway)
-	}
-	subnet := net.IPNet{IP: ip.Mask(net.IPMask(mask)), Mask: net.IPMask(mask)}
+	ip, mask, gw := net.ParseIP(c.Addr).To4(), net.IPMask(net.ParseIP(c.Netmask).To4()), net.ParseIP(c.Gateway).To4()
+	subnet := net.IPNet{IP: ip.Mask(mask), Mask: mask}
 	if !subnet.Contains(gw) {
-		return fmt.Errorf("net: gateway %s is not on %s", gw, subnet.String())
+		return fmt.Errorf("gw=%s is not on %s, the subnet of ip=%s netmask=%s: want an address on it", c.Gateway, subnet.String(), c.Addr, c.Netmask)
 	}
 	if gw.Equal(ip) {
-		return fmt.Errorf("net: gateway and interface share address %s", ip)
-	}
-	hw, err := net.ParseMAC(c.MAC)
-	if err != nil || len(hw) != 6 {
-		return fmt.Errorf("net: mac=%q is not a 48-bit MAC address", c.MAC)
-	}
-	if hw[0]&1 != 0 {
-		return fmt.Errorf("net: mac=%q is a multicast address", c.MAC)
+		return fmt.Errorf("gw=%s is the interface's own address ip=%s: want another address on %s", c.Gateway, c.Addr, subnet.String())
 	}
 	return nil
 }
+
+// addrOrOff is ip='s value: an IPv4 address, or off.
+type addrOrOff struct{}
+
+func (addrOrOff) Check(s string) error {
+	if s == "off" {
+		return nil
+	}
+	return cmdline.IPv4{}.Check(s)
+}
+
+func (addrOrOff) String() string { return "an IPv4 address (e.g. 10.0.2.15), or off" }
+
+// netmask is a contiguous IPv4 netmask of /1 to /32.
+type netmask struct{}
+
+func (netmask) Check(s string) error {
+	if err := (cmdline.IPv4{}).Check(s); err != nil {
+		return err
+	}
+	ones, bits := net.IPMask(net.ParseIP(s).To4()).Size()
+	if bits == 0 || ones == 0 {
+		return errors.New("not a contiguous netmask")
+	}
+	return nil
+}
+
+func (netmask) String() string { return "a contiguous IPv4 netmask (e.g. 255.255.255.0)" }
 
 // Prefix returns the interface address in CIDR notation.
 func (c Config) Prefix() string {

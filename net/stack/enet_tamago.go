@@ -34,6 +34,9 @@ var started atomic.Bool
 // board's interrupt registration). It may be called once per image; a
 // controller that cannot be initialised is an error, not a panic.
 func Start(eth *enet.ENET, cfg Config, handle func(irq int, fn func())) (iface *Interface, err error) {
+	if cfg.Off {
+		return nil, fmt.Errorf("net: the configuration is ip=off")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,11 +1,18 @@
-// Package cmdline turns the boot command line into parameters.
+// Package cmdline turns the boot command line into parameters and holds
+// them to what the image and its scenario declare.
 //
 // Under QEMU the command line arrives through semihosting SYS_GET_CMDLINE,
 // which returns the image name followed by the -append text. yolk's own
 // parameters are whitespace-separated key=value words, like the kernel's;
 // a bare word is a boolean flag (key=true). Values may be double-quoted to
-// hold spaces. Every key a scenario reads has a default, so booting with no
-// -append at all runs the default scenario.
+// hold spaces.
+//
+// Unlike the kernel, which passes unknown parameters on to init, yolk has
+// nobody to pass them to: every key must be declared by a Spec (the
+// image's or the chosen scenario's) and every value must pass its Spec's
+// check before anything runs (Bind), so a misspelt key or an
+// out-of-range value stops the boot with one line that names the key,
+// the value and what is allowed, instead of running with a default.
 package cmdline
 
 import (
@@ -13,7 +20,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // MaxLen bounds the command line yolk accepts; the semihosting buffer is
@@ -26,19 +32,11 @@ type Params struct {
 	m map[string]string
 }
 
-// Defaults are applied by Parse for keys the command line does not set.
-var Defaults = map[string]string{
-	"scenario": "selftest",
-}
-
 // Parse splits s into words and those into parameters. When skipImage is
 // set, the first word is taken to be the image name that QEMU puts in front
 // of the -append text and is dropped.
 func Parse(s string, skipImage bool) (Params, error) {
-	p := Params{m: make(map[string]string, len(Defaults))}
-	for k, v := range Defaults {
-		p.m[k] = v
-	}
+	p := Params{m: map[string]string{}}
 	return p, p.Add(s, skipImage)
 }
 
@@ -127,7 +125,7 @@ func split(s string) ([]string, error) {
 	return words, nil
 }
 
-// Has reports whether key is set (by default or on the command line).
+// Has reports whether the command line sets key.
 func (p Params) Has(key string) bool {
 	_, ok := p.m[key]
 	return ok
@@ -139,45 +137,6 @@ func (p Params) String(key, def string) string {
 		return v
 	}
 	return def
-}
-
-// Int returns key as an integer (decimal, or 0x hex), or def when unset.
-func (p Params) Int(key string, def int) (int, error) {
-	v, ok := p.m[key]
-	if !ok {
-		return def, nil
-	}
-	n, err := strconv.ParseInt(v, 0, 0)
-	if err != nil {
-		return def, fmt.Errorf("cmdline: %s=%q is not an integer", key, v)
-	}
-	return int(n), nil
-}
-
-// Duration returns key as a Go duration (e.g. 5s, 250ms), or def when unset.
-func (p Params) Duration(key string, def time.Duration) (time.Duration, error) {
-	v, ok := p.m[key]
-	if !ok {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return def, fmt.Errorf("cmdline: %s=%q is not a duration", key, v)
-	}
-	return d, nil
-}
-
-// Bool returns key as a boolean, or def when unset.
-func (p Params) Bool(key string, def bool) (bool, error) {
-	v, ok := p.m[key]
-	if !ok {
-		return def, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return def, fmt.Errorf("cmdline: %s=%q is not a boolean", key, v)
-	}
-	return b, nil
 }
 
 // Keys returns the parameter names in sorted order.

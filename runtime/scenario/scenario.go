@@ -3,6 +3,12 @@
 // once, reported as result lines, and turned into the exit status that
 // reaches the QEMU process (or the board's halt/reset).
 //
+// Each scenario declares the parameters it reads (cmdline.Spec), and the
+// image declares its own (scenario=, the network's); CheckParams holds the
+// command line to both before anything runs, so a misspelt key, a key the
+// chosen scenario does not read, or a value out of range is exit status 2
+// with one line naming it, never a run with a default.
+//
 // Exit status convention:
 //
 //	0  the scenario passed
@@ -16,6 +22,7 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +34,7 @@ import (
 
 	"yolk/board"
 	"yolk/mm/phys"
+	"yolk/net/stack"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 )
@@ -48,8 +56,10 @@ type Dialer interface {
 
 // Env is what a scenario gets to work with.
 type Env struct {
-	Params cmdline.Params
-	Board  board.Info
+	// Args are the boot parameters, checked against the image's and the
+	// scenario's declarations.
+	Args  cmdline.Args
+	Board board.Info
 	// Pool is the managed pool as bytes, or nil where it is not mapped.
 	Pool []byte
 	// Phys is the page allocator managing Pool; nil if it could not be
@@ -65,9 +75,10 @@ type Env struct {
 	failed atomic.Bool // Check may be called from several goroutines
 }
 
-// NewEnv prepares an environment that reports to out.
-func NewEnv(out *Reporter, p cmdline.Params, b board.Info) *Env {
-	return &Env{Params: p, Board: b, out: out}
+// NewEnv prepares an environment that reports to out; args come from
+// CheckParams.
+func NewEnv(out *Reporter, args cmdline.Args, b board.Info) *Env {
+	return &Env{Args: args, Board: b, out: out}
 }
 
 // Text writes raw console text (a /proc file, say) between result lines.
@@ -97,31 +108,63 @@ func (e *Env) Failed() bool { return e.failed.Load() }
 // Func is a scenario body. Returning an error fails the scenario.
 type Func func(*Env) error
 
-type entry struct {
-	name, help string
-	fn         Func
+// A Scenario is something the image can run: scenario=NAME on its
+// command line.
+type Scenario struct {
+	Name string
+	// Help says what it does, in a sentence.
+	Help string
+	// Params are the parameters it reads, beside the image's own.
+	Params []cmdline.Spec
+	Run    Func
 }
+
+// DefaultScenario runs when the command line names none.
+const DefaultScenario = "selftest"
 
 var (
 	mu       sync.Mutex
-	registry = map[string]entry{}
+	registry = map[string]Scenario{}
 )
 
-// Register adds a scenario. It panics on a duplicate name: that is a
-// programming error found at init time, never at run time.
-func Register(name, help string, fn Func) {
+// Register adds a scenario. It panics on a duplicate name, a parameter
+// that cannot work or one that shadows the image's: those are programming
+// errors found at init time, never at run time.
+func Register(s Scenario) {
 	mu.Lock()
 	defer mu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic("scenario: duplicate registration of " + name)
+	if _, dup := registry[s.Name]; dup {
+		panic("scenario: duplicate registration of " + s.Name)
 	}
-	registry[name] = entry{name, help, fn}
+	for _, p := range s.Params {
+		if err := p.Validate(); err != nil {
+			panic("scenario: " + s.Name + ": " + err.Error())
+		}
+		for _, q := range imageParams(nil) {
+			if p.Name == q.Name {
+				panic("scenario: " + s.Name + " declares the image's parameter " + p.Name)
+			}
+		}
+	}
+	registry[s.Name] = s
+}
+
+// Lookup returns the scenario registered under name.
+func Lookup(name string) (Scenario, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	s, ok := registry[name]
+	return s, ok
 }
 
 // Names returns the registered scenario names, sorted.
 func Names() []string {
 	mu.Lock()
 	defer mu.Unlock()
+	return names()
+}
+
+func names() []string {
 	names := make([]string, 0, len(registry))
 	for n := range registry {
 		names = append(names, n)
@@ -130,26 +173,132 @@ func Names() []string {
 	return names
 }
 
-// Help returns the one-line description of a scenario.
-func Help(name string) string {
-	mu.Lock()
-	defer mu.Unlock()
-	return registry[name].help
+// ImageParams are the parameters the image reads whatever the scenario:
+// scenario= itself and the network's.
+func ImageParams() []cmdline.Spec { return imageParams(Names()) }
+
+func imageParams(scenarios []string) []cmdline.Spec {
+	return append([]cmdline.Spec{{
+		Name: "scenario", Value: cmdline.Choice(scenarios), Default: DefaultScenario,
+		Help: "the scenario to run",
+	}}, stack.Params...)
+}
+
+// Params returns every parameter a run of the named scenario takes: the
+// image's, then the scenario's own.
+func Params(name string) ([]cmdline.Spec, bool) {
+	s, ok := Lookup(name)
+	if !ok {
+		return nil, false
+	}
+	return append(ImageParams(), s.Params...), true
+}
+
+// A UsageError lists what is wrong with a command line, one problem per
+// parameter; its text is a single line.
+type UsageError struct{ Problems []string }
+
+func (e *UsageError) Error() string {
+	if len(e.Problems) == 1 {
+		return "bad boot parameter " + e.Problems[0]
+	}
+	return fmt.Sprintf("%d bad boot parameters: %s", len(e.Problems), strings.Join(e.Problems, "; "))
+}
+
+// CheckParams holds a command line to the image's parameters and those of
+// the scenario it names: every key must be declared by one of them, every
+// value must pass its check, and the network's addresses must agree. The
+// error, a *UsageError, names each offending key and value and what is
+// allowed, in one line; a run that gets it must exit with ExitUsage.
+func CheckParams(p cmdline.Params) (cmdline.Args, error) {
+	name := p.String("scenario", DefaultScenario)
+	specs, ok := Params(name)
+	if !ok {
+		// Without a scenario the other keys cannot be judged: report the
+		// name, and any of the image's own values that are bad too.
+		specs = ImageParams()
+	}
+	args, unknown, errs := cmdline.Bind(p, specs)
+	var problems []string
+	if ok {
+		for _, k := range unknown {
+			problems = append(problems, unknownKey(k, p.String(k, ""), name, specs))
+		}
+	}
+	for _, err := range errs {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) == 0 {
+		if _, err := stack.FromArgs(args); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return args, &UsageError{Problems: problems}
+	}
+	return args, nil
+}
+
+// unknownKey says why a key is refused: a likely misspelling of a
+// parameter, a parameter of another scenario, or nothing yolk knows; and
+// what the chosen scenario does take.
+func unknownKey(key, value, scenario string, specs []cmdline.Spec) string {
+	var own, image []string
+	for _, s := range ImageParams() {
+		image = append(image, s.Name)
+	}
+	known := map[string]bool{}
+	for _, s := range specs {
+		known[s.Name] = true
+	}
+	for _, s := range specs[len(image):] {
+		own = append(own, s.Name)
+	}
+	takes := scenario + " takes no parameters of its own"
+	if len(own) > 0 {
+		takes = scenario + " takes " + strings.Join(own, ", ")
+	}
+	takes += "; every scenario takes " + strings.Join(image, ", ")
+
+	var others []string
+	for _, n := range Names() {
+		s, _ := Lookup(n)
+		for _, p := range s.Params {
+			if p.Name == key {
+				others = append(others, n)
+			}
+		}
+	}
+	msg := fmt.Sprintf("%s=%s is not a parameter of %s", key, value, scenario)
+	var cands []string
+	for k := range known {
+		cands = append(cands, k)
+	}
+	sort.Strings(cands)
+	if near := cmdline.Suggest(key, cands); near != "" {
+		return fmt.Sprintf("%s (did you mean %s=?): %s", msg, near, takes)
+	}
+	switch len(others) {
+	case 0:
+	case 1:
+		return fmt.Sprintf("%s (%s takes it): %s", msg, others[0], takes)
+	default:
+		return fmt.Sprintf("%s (%s and %s take it): %s", msg, strings.Join(others[:len(others)-1], ", "), others[len(others)-1], takes)
+	}
+	return msg + ": " + takes
 }
 
 // Run runs the scenario named by the scenario= parameter and returns the
 // exit status. It reports exactly one result line for the verdict.
 func Run(env *Env) (code int) {
-	name := env.Params.String("scenario", "")
-	mu.Lock()
-	ent, ok := registry[name]
-	mu.Unlock()
+	name := env.Args.String("scenario")
+	ent, ok := Lookup(name)
 	if !ok {
 		env.Report("result", "scenario", name, "status", "fail", "code", ExitUsage,
 			"err", fmt.Sprintf("unknown scenario %q (have %v)", name, Names()))
 		return ExitUsage
 	}
-	env.Report("scenario", "name", name, "help", ent.help)
+	env.Report("scenario", "name", name, "help", ent.Help)
 
 	defer func() {
 		if r := recover(); r != nil {
@@ -158,8 +307,15 @@ func Run(env *Env) (code int) {
 			code = ExitPanic
 		}
 	}()
-	err := ent.fn(env)
+	err := ent.Run(env)
+	var bad *cmdline.ParamError
 	switch {
+	case errors.As(err, &bad):
+		// A value only the machine can judge (one that must fit the
+		// pool, say): still a bad parameter.
+		env.Report("result", "scenario", name, "status", "fail", "code", ExitUsage,
+			"err", (&UsageError{Problems: []string{bad.Error()}}).Error())
+		return ExitUsage
 	case err != nil:
 		env.Report("result", "scenario", name, "status", "fail", "code", ExitFail, "err", err.Error())
 		return ExitFail

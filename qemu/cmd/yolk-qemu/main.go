@@ -1,14 +1,20 @@
 // Command yolk-qemu boots a yolk image under QEMU with the host services its
 // scenario needs, shows the console, and exits with the image's status.
 //
-//	yolk-qemu -image build/yolk-mx6ullevk.elf [-target mx6ullevk] [-timeout 60s] [key=value ...]
+//	yolk-qemu -image build/yolk-mx6ullevk.elf [-target mx6ullevk] [-timeout 120s] [key=value ...]
 //
-// Unless -echo=false or a host= parameter is given, it starts a loopback
-// echo server and passes host=10.0.2.2:PORT, which the default scenario
-// (selftest) needs. Given nbd=auto, it starts an nbdkit memory server of
-// -nbd-size bytes on loopback and passes nbd=10.0.2.2:PORT instead, for the
-// journal scenario. Exit status: the image's, or 124 when the run timed
-// out, or 125 when QEMU could not complete a run.
+// The key=value words are the image's boot parameters. The harness reads
+// which parameters the chosen scenario takes (package yolk/scenarios) and
+// starts the host services they point at when the command line leaves them
+// unset or sets them to auto: a loopback echo server for selftest's host=,
+// an nbdkit memory server of -nbd-size bytes for the journal's nbd=. The
+// image checks every parameter itself.
+//
+// Exit status: the image's whenever it gave one (0 pass, 1 fail, 2 bad
+// parameters, 3 the scenario panicked, 4 the Go runtime died); otherwise
+// the harness's own: 124 the run timed out, 125 QEMU or a host service
+// could not run the image (no banner), 2 bad usage of the harness, 130
+// interrupted.
 package main
 
 import (
@@ -22,37 +28,52 @@ import (
 
 	"yolk/qemu"
 	"yolk/qemu/nbdserver"
+	"yolk/runtime/cmdline"
+	"yolk/runtime/scenario"
+	_ "yolk/scenarios" // the scenarios the image has, for their parameters
+)
+
+// The harness's own exit statuses.
+const (
+	exitUsage       = 2
+	exitTimeout     = 124
+	exitNoRun       = 125
+	exitInterrupted = 130
 )
 
 func main() {
 	image := flag.String("image", "", "ELF image to boot")
 	target := flag.String("target", "mx6ullevk", "board target (mx6ullevk or usbarmory)")
 	timeout := flag.Duration("timeout", 120*time.Second, "kill QEMU after this long")
-	echo := flag.Bool("echo", true, "start a loopback echo server and pass host= to the image")
-	nbdSize := flag.Int64("nbd-size", nbdserver.DefaultSize, "size in bytes of the nbdkit memory server that nbd=auto starts")
+	services := flag.Bool("services", true, "start the host services the scenario's parameters point at, unless given")
+	nbdSize := flag.Int64("nbd-size", nbdserver.DefaultSize, "size in bytes of the nbdkit memory server started for nbd=")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: yolk-qemu -image ELF [flags] [key=value ...]\n")
 		flag.PrintDefaults()
+		fmt.Fprintf(os.Stderr, `exit status: the image's when it gave one: 0 pass, 1 fail, 2 bad parameters,
+3 the scenario panicked, 4 the Go runtime died; else the harness's own:
+124 timed out, 125 QEMU or a host service could not run the image,
+2 bad usage, 130 interrupted
+scenarios: %s (make qemu APPEND='scenario=NAME')
+`, strings.Join(scenario.Names(), ", "))
 	}
 	flag.Parse()
 	if *image == "" {
 		flag.Usage()
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
 
-	cfg := qemu.Config{Image: *image, Target: *target, Timeout: *timeout, Console: os.Stdout}
-	var es *qemu.EchoServer
-	if *echo && !hasParam(flag.Args(), "host") {
-		es = &qemu.EchoServer{}
-		cfg.Services = append(cfg.Services, es)
-	}
-	var ns *qemu.NBDServer
-	for _, a := range flag.Args() {
-		if a != "nbd=auto" {
-			cfg.Append = append(cfg.Append, a)
-		} else if ns == nil {
-			ns = &qemu.NBDServer{Config: nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: *nbdSize}}
-			cfg.Services = append(cfg.Services, ns)
+	cfg := qemu.Config{Image: *image, Target: *target, Timeout: *timeout, Console: os.Stdout, Append: flag.Args()}
+	if *services {
+		// The image judges the command line; here it is only read for the
+		// scenario's name. One it cannot parse goes to the image as it is.
+		name := scenario.DefaultScenario
+		if p, err := cmdline.Parse(strings.Join(flag.Args(), " "), false); err == nil {
+			name = p.String("scenario", name)
+		}
+		if specs, ok := scenario.Params(name); ok {
+			cfg.Services, cfg.Append = qemu.PlanServices(flag.Args(), specs,
+				nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: *nbdSize})
 		}
 	}
 
@@ -62,31 +83,51 @@ func main() {
 	if run != nil {
 		fmt.Fprintf(os.Stderr, "yolk-qemu: %s\n", strings.Join(run.Args, " "))
 	}
-	if err != nil {
+	code, fromImage := 0, false
+	if run != nil {
+		code, fromImage = run.ImageStatus()
+	}
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintf(os.Stderr, "yolk-qemu: interrupted\n")
+		os.Exit(exitInterrupted)
+	case !fromImage:
 		fmt.Fprintf(os.Stderr, "yolk-qemu: %v\n", err)
 		if run != nil && run.TimedOut {
-			os.Exit(124)
+			os.Exit(exitTimeout)
 		}
-		os.Exit(125)
+		os.Exit(exitNoRun)
 	}
-	verdict, _ := run.Find("result")
-	fmt.Fprintf(os.Stderr, "yolk-qemu: banner after %v, scenario %s %s, QEMU exit status %d (%v in all, %v of host CPU)\n",
-		run.Banner.Round(time.Millisecond), verdict.Value("scenario"), verdict.Value("status"),
-		run.ExitCode, run.Elapsed.Round(time.Millisecond), run.CPU.Round(time.Millisecond))
-	if es != nil {
-		fmt.Fprintf(os.Stderr, "yolk-qemu: echo server on %s echoed %d bytes\n", es.Addr(), es.Echoed())
+
+	fmt.Fprintf(os.Stderr, "yolk-qemu: %s, QEMU exit status %d (banner after %v, %v in all, %v of host CPU)\n",
+		verdict(run, err), code, run.Banner.Round(time.Millisecond), run.Elapsed.Round(time.Millisecond), run.CPU.Round(time.Millisecond))
+	for _, s := range cfg.Services {
+		switch s := s.(type) {
+		case *qemu.EchoServer:
+			fmt.Fprintf(os.Stderr, "yolk-qemu: echo server on %s echoed %d bytes\n", s.Addr(), s.Echoed())
+		case *qemu.NBDServer:
+			if s.Server != nil {
+				fmt.Fprintf(os.Stderr, "yolk-qemu: %s server on %s, %d bytes\n", s.Server.Kind, s.Server.Addr, s.Server.Size)
+			}
+		}
 	}
-	if ns != nil && ns.Server != nil {
-		fmt.Fprintf(os.Stderr, "yolk-qemu: %s server on %s, %d bytes\n", ns.Server.Kind, ns.Server.Addr, ns.Server.Size)
-	}
-	os.Exit(run.ExitCode)
+	os.Exit(code)
 }
 
-func hasParam(args []string, key string) bool {
-	for _, a := range args {
-		if strings.HasPrefix(a, key+"=") {
-			return true
-		}
+// verdict says in a phrase what the image's status means.
+func verdict(run *qemu.Run, err error) string {
+	v, ok := run.Find("result")
+	switch {
+	case !ok && run.ExitCode == scenario.ExitFatal:
+		return "the Go runtime died (no verdict; the panic is above)"
+	case !ok && err != nil:
+		return "no verdict: " + strings.TrimPrefix(err.Error(), "qemu: ")
+	case !ok:
+		return "no verdict"
+	case v.Value("scenario") == "":
+		return "the image refused to start: " + v.Value("err")
+	case v.Value("code") == fmt.Sprint(scenario.ExitUsage):
+		return fmt.Sprintf("scenario %s refused its boot parameters", v.Value("scenario"))
 	}
-	return false
+	return fmt.Sprintf("scenario %s %s", v.Value("scenario"), v.Value("status"))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -75,7 +76,13 @@ func vm(env *scenario.Env) error {
 			env.Text(b.String())
 		}
 	}
-	st, err := vmtest.Run(mgr, swap, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, Midway: midway})
+	// The run never blocks, and TamaGo has no sysmon to preempt it: without
+	// a yield per step the garbage collector's worker never runs, no cycle
+	// completes, and the Go heap grows until the runtime region is full
+	// (10000 steps died so at about 80 MB). The heap's size and the cycles
+	// that ran are reported at the end.
+	yield := func(int) { runtime.Gosched() }
+	st, err := vmtest.Run(mgr, swap, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, Midway: midway, EachStep: yield})
 	if procErr != nil {
 		return procErr
 	}
@@ -93,6 +100,9 @@ func vm(env *scenario.Env) error {
 		kv = append(kv, op, st.Ops[op])
 	}
 	env.Report("vm-ops", kv...)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	env.Report("go-heap", "sys_kb", ms.HeapSys>>10, "alloc_kb", ms.HeapAlloc>>10, "gc_cycles", ms.NumGC)
 
 	if err := mgr.Close(); err != nil {
 		return err

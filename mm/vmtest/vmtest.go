@@ -40,6 +40,10 @@ type Config struct {
 	// Midway, if set, is called once halfway through, with the spaces
 	// live: for a caller that wants to show /proc files of a busy system.
 	Midway func()
+	// EachStep, if set, is called after every step. The image's scenario
+	// yields the processor there: TamaGo preempts no goroutine, so a loop
+	// that never blocks would starve the garbage collector's workers.
+	EachStep func(step int)
 }
 
 // Stats count what a run did.
@@ -134,6 +138,9 @@ func (r *runner) run() error {
 		r.account()
 		if r.cfg.Midway != nil && step == r.cfg.Steps/2 {
 			r.cfg.Midway()
+		}
+		if r.cfg.EachStep != nil {
+			r.cfg.EachStep(step)
 		}
 	}
 	return nil

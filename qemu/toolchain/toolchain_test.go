@@ -220,7 +220,7 @@ func TestKilledInstallIsRedone(t *testing.T) {
 	started := filepath.Join(t.TempDir(), "started")
 	run := func(archive string) *exec.Cmd {
 		cmd := exec.Command(bin, "-archive", archive)
-		cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+cache, "FAKE_STARTED="+started)
+		cmd.Env = append(cacheEnv(t, cache), "FAKE_STARTED="+started)
 		return cmd
 	}
 	dir := filepath.Join(cache, "tamago-go", Version)
@@ -407,14 +407,25 @@ func waitStarted(t *testing.T, name string) (pid int) {
 	return pid
 }
 
-// cacheEnv is the environment with the user cache directory moved to
-// cache, and the go command's build cache kept where it is (it would
-// follow, and make's go build would compile the standard library anew).
+// cacheEnv is the environment for a make or an install of the test's
+// own: the user cache directory moved to cache, the go command's build
+// cache kept where it is (it would follow, and make's go build would
+// compile the standard library anew), and nothing of an enclosing make's
+// (make test passes its command line, TAMAGO_GO_SRC included, to every
+// make below it through MAKEFLAGS).
 func cacheEnv(t *testing.T, cache string) []string {
 	t.Helper()
 	env, err := hostGoEnv(context.Background(), "GOCACHE")
 	require.NoError(t, err)
-	return append(env, "XDG_CACHE_HOME="+cache)
+	var out []string
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TAMAGO_GO_SRC", "XDG_CACHE_HOME":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "XDG_CACHE_HOME="+cache)
 }
 
 // buildCommand builds yolk-toolchain for the tests that kill it.

@@ -105,7 +105,7 @@ func (addrOrOff) Check(s string) error {
 	return cmdline.IPv4{}.Check(s)
 }
 
-func (addrOrOff) String() string { return "an IPv4 address (e.g. 10.0.2.15), or off" }
+func (addrOrOff) String() string { return "an IPv4 address, or off" }
 
 // netmask is a contiguous IPv4 netmask of /1 to /32.
 type netmask struct{}

@@ -3,6 +3,7 @@ package cmdline
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"strconv"
@@ -37,7 +38,12 @@ func (r Int) Check(s string) error {
 	return nil
 }
 
-func (r Int) String() string { return fmt.Sprintf("an integer from %d to %d", r.Min, r.Max) }
+func (r Int) String() string {
+	if r.Min == math.MinInt64 && r.Max == math.MaxInt64 {
+		return "a 64-bit integer"
+	}
+	return fmt.Sprintf("an integer from %d to %d", r.Min, r.Max)
+}
 
 // parseInt reads a decimal integer, or a hex one after 0x, with an
 // optional sign. A leading zero does not mean octal.
@@ -161,7 +167,7 @@ func (IPv4) Check(s string) error {
 	return nil
 }
 
-func (IPv4) String() string { return "an IPv4 address (e.g. 10.0.2.15)" }
+func (IPv4) String() string { return "an IPv4 address" }
 
 // MAC is a unicast 48-bit MAC address.
 type MAC struct{}

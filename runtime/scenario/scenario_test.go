@@ -117,7 +117,7 @@ func TestCheckParams(t *testing.T) {
 		"scenario=t-pass zzz":                        "bad boot parameter zzz=true is not a parameter of t-pass: t-pass takes no parameters",
 		"scenario=t-pas":                             "bad boot parameter scenario=t-pas is not a choice (did you mean t-pass?): want one of ",
 		"scenario=t-pass gw=10.0.3.1":                "bad boot parameter gw=10.0.3.1 is not on 10.0.2.0/24, the subnet of ip=10.0.2.15 netmask=255.255.255.0",
-		"scenario=t-pass ip=999.1.1.1":               "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address (e.g. 10.0.2.15), or off",
+		"scenario=t-pass ip=999.1.1.1":               "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address, or off",
 		"scenario=t-params count=0 a=1":              "3 bad boot parameters: a=1 is not a parameter of t-params: t-params takes count, addr; every scenario takes scenario, ip, netmask, gw, mac; count=0 is out of range: want an integer from 1 to 10; addr= is required: want HOST:PORT, an IPv4 address and a TCP port from 1 to 65535 (e.g. 10.0.2.2:7)",
 	} {
 		err := check(line)

@@ -13,13 +13,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"yolk/qemu"
 )
 
 // The fake make.bash scripts stand in for the five-minute build: they
@@ -226,11 +227,7 @@ func TestKilledInstallIsRedone(t *testing.T) {
 	dir := filepath.Join(cache, "tamago-go", Version)
 
 	first := run(source(t, makeHang))
-	// A file, not a pipe: the orphaned build keeps its output open.
-	firstOut, err := os.Create(filepath.Join(t.TempDir(), "first.out"))
-	require.NoError(t, err)
-	defer firstOut.Close()
-	first.Stdout, first.Stderr = firstOut, firstOut
+	outputFile(t, first)
 	require.NoError(t, first.Start())
 	build := waitStarted(t, started)
 	t.Cleanup(func() { syscall.Kill(-build, syscall.SIGKILL) })
@@ -241,16 +238,15 @@ func TestKilledInstallIsRedone(t *testing.T) {
 		"the half-built tree is where the killed install left it")
 
 	second := run(source(t, makeGood))
-	var out lockedBuffer
-	second.Stdout, second.Stderr = &out, &out
+	out := outputFile(t, second)
 	require.NoError(t, second.Start())
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "waiting for another install") },
-		20*time.Second, 20*time.Millisecond, "the second install did not wait for the orphaned build: %s", &out)
+	require.Eventually(t, func() bool { return strings.Contains(out(), "waiting for another install") },
+		20*time.Second, 20*time.Millisecond, "the second install did not wait for the orphaned build")
 	assert.False(t, exists(dir))
 	require.NoError(t, syscall.Kill(-build, syscall.SIGKILL)) // the orphaned build ends
-	require.NoError(t, second.Wait(), out.String())
-	assert.Contains(t, out.String(), "left by an interrupted build")
-	assert.Contains(t, out.String(), "yolk: installed "+Version)
+	require.NoError(t, second.Wait(), out())
+	assert.Contains(t, out(), "left by an interrupted build")
+	assert.Contains(t, out(), "yolk: installed "+Version)
 	got, err := exec.Command(filepath.Join(dir, "bin", "go"), "version").Output()
 	require.NoError(t, err)
 	assert.Equal(t, "go version go1.26.0 linux/amd64\n", string(got))
@@ -276,15 +272,14 @@ func TestInterruptedMakeToolchainRebuilds(t *testing.T) {
 	dir := filepath.Join(cache, "tamago-go", Version)
 
 	first := makeToolchain(source(t, makeHang))
-	var out lockedBuffer
-	first.Stdout, first.Stderr = &out, &out
+	out := outputFile(t, first)
 	require.NoError(t, first.Start())
 	pid := waitStarted(t, started)
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 	require.NoError(t, syscall.Kill(-first.Process.Pid, syscall.SIGINT))
 	err := first.Wait()
-	require.Error(t, err, "an interrupted make toolchain succeeded: %s", &out)
-	assert.Contains(t, out.String(), "yolk: interrupted: "+Version+" is not installed")
+	require.Error(t, err, "an interrupted make toolchain succeeded: %s", out())
+	assert.Contains(t, out(), "yolk: interrupted: "+Version+" is not installed")
 	assert.False(t, exists(dir), "an interrupted build left %s", dir)
 	assert.False(t, exists(dir+".partial"), "an interrupted build left its staging directory")
 	assert.Eventually(t, func() bool { return syscall.Kill(-pid, 0) != nil }, 10*time.Second, 50*time.Millisecond,
@@ -394,6 +389,22 @@ func TestCIRefusesAWrongArchive(t *testing.T) {
 	assert.Regexp(t, `^ci: \S+/toolchain/tamago-go1\.26\.0\.src\.tar\.gz has sha256 [0-9a-f]{64}, not the d6f28d8e\S+ recorded in \.ci/tamago-go\.sha256: .*\.$`, lines[0])
 }
 
+// outputFile sends a command's output to a file, not a pipe (an orphaned
+// build would keep a pipe open and Wait waiting), and returns a reader of
+// what it has said so far.
+func outputFile(t *testing.T, cmd *exec.Cmd) func() string {
+	t.Helper()
+	name := filepath.Join(t.TempDir(), "output")
+	f, err := os.Create(name)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	cmd.Stdout, cmd.Stderr = f, f
+	return func() string {
+		b, _ := os.ReadFile(name)
+		return string(b)
+	}
+}
+
 func waitStarted(t *testing.T, name string) (pid int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
@@ -439,27 +450,9 @@ func buildCommand(t *testing.T) string {
 
 func moduleRoot(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := qemu.ModuleRoot()
 	require.NoError(t, err)
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
-
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return root
 }
 
 // On a machine with neither the toolchain nor a way to get it, make qemu

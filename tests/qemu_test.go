@@ -182,7 +182,7 @@ func TestBadBootParametersOnTheImage(t *testing.T) {
 		{[]string{"scenario=vm", "steps=-1"}, "bad boot parameter steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{[]string{"scenario=vm", "steps=99999999999"}, "bad boot parameter steps=99999999999 is out of range"},
 		{[]string{"scenario=meminfo", "fill=500"}, "bad boot parameter fill=500 is out of range: want an integer from 0 to 100"},
-		{[]string{"ip=999.1.1.1"}, "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address (e.g. 10.0.2.15), or off"},
+		{[]string{"ip=999.1.1.1"}, "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address, or off"},
 		// Only the machine knows this one's bound: the pool's size.
 		{[]string{"scenario=meminfo", "min_free_kbytes=300000"}, "bad boot parameter min_free_kbytes=300000 is out of range: want an integer from 0 to "},
 	} {
@@ -334,6 +334,10 @@ func TestMakeQEMU(t *testing.T) {
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, out)
 	assert.Contains(t, out, "scenario selftest fail, QEMU exit status 1")
+	// The scenario's status reaches make, which reports it (and exits 2,
+	// as make does for any failed recipe).
+	assert.Regexp(t, `make: \*\*\* \[Makefile:\d+: qemu\] Error 1\n`, out)
+	assert.Equal(t, 2, ee.ExitCode())
 }
 
 // An idle image must not spin the only core: while the guest sleeps, QEMU

@@ -3,6 +3,7 @@ package cmdline
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -72,7 +73,7 @@ func (e *ParamError) Error() string {
 	if e.Missing {
 		return fmt.Sprintf("%s= is required: want %s", e.Key, e.Allowed)
 	}
-	return fmt.Sprintf("%s=%s is %v: want %s", e.Key, quoteIfNeeded(e.Value), e.Reason, e.Allowed)
+	return fmt.Sprintf("%s is %v: want %s", Word(e.Key, e.Value), e.Reason, e.Allowed)
 }
 
 func (e *ParamError) Unwrap() error { return e.Reason }
@@ -251,11 +252,11 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// quoteIfNeeded writes a value as it could be typed back: bare unless it
-// is empty or holds spaces or quotes.
-func quoteIfNeeded(v string) string {
-	if v == "" || strings.ContainsAny(v, " \t\n\r\"") {
-		return fmt.Sprintf("%q", v)
+// Word writes a parameter as it could be typed back on the command line:
+// key=value, the value quoted when it is empty or holds blanks or quotes.
+func Word(key, value string) string {
+	if value == "" || strings.ContainsAny(value, " \t\n\r\"") {
+		return key + "=" + strconv.Quote(value)
 	}
-	return v
+	return key + "=" + value
 }

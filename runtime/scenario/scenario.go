@@ -27,6 +27,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,10 +162,6 @@ func Lookup(name string) (Scenario, bool) {
 func Names() []string {
 	mu.Lock()
 	defer mu.Unlock()
-	return names()
-}
-
-func names() []string {
 	names := make([]string, 0, len(registry))
 	for n := range registry {
 		names = append(names, n)
@@ -241,51 +238,42 @@ func CheckParams(p cmdline.Params) (cmdline.Args, error) {
 
 // unknownKey says why a key is refused: a likely misspelling of a
 // parameter, a parameter of another scenario, or nothing yolk knows; and
-// what the chosen scenario does take.
+// what the chosen scenario does take. specs are the run's parameters, the
+// image's first.
 func unknownKey(key, value, scenario string, specs []cmdline.Spec) string {
-	var own, image []string
-	for _, s := range ImageParams() {
-		image = append(image, s.Name)
+	names := func(specs []cmdline.Spec) []string {
+		var out []string
+		for _, s := range specs {
+			out = append(out, s.Name)
+		}
+		return out
 	}
-	known := map[string]bool{}
-	for _, s := range specs {
-		known[s.Name] = true
-	}
-	for _, s := range specs[len(image):] {
-		own = append(own, s.Name)
-	}
+	image := names(ImageParams())
+	own := names(specs[len(image):])
 	takes := scenario + " takes no parameters of its own"
 	if len(own) > 0 {
 		takes = scenario + " takes " + strings.Join(own, ", ")
 	}
 	takes += "; every scenario takes " + strings.Join(image, ", ")
 
+	msg := cmdline.Word(key, value) + " is not a parameter of " + scenario
+	if near := cmdline.Suggest(key, names(specs)); near != "" {
+		return fmt.Sprintf("%s (did you mean %s=?): %s", msg, near, takes)
+	}
 	var others []string
 	for _, n := range Names() {
 		s, _ := Lookup(n)
-		for _, p := range s.Params {
-			if p.Name == key {
-				others = append(others, n)
-			}
+		if slices.Contains(names(s.Params), key) {
+			others = append(others, n)
 		}
-	}
-	msg := fmt.Sprintf("%s=%s is not a parameter of %s", key, value, scenario)
-	var cands []string
-	for k := range known {
-		cands = append(cands, k)
-	}
-	sort.Strings(cands)
-	if near := cmdline.Suggest(key, cands); near != "" {
-		return fmt.Sprintf("%s (did you mean %s=?): %s", msg, near, takes)
 	}
 	switch len(others) {
 	case 0:
+		return msg + ": " + takes
 	case 1:
 		return fmt.Sprintf("%s (%s takes it): %s", msg, others[0], takes)
-	default:
-		return fmt.Sprintf("%s (%s and %s take it): %s", msg, strings.Join(others[:len(others)-1], ", "), others[len(others)-1], takes)
 	}
-	return msg + ": " + takes
+	return fmt.Sprintf("%s (%s and %s take it): %s", msg, strings.Join(others[:len(others)-1], ", "), others[len(others)-1], takes)
 }
 
 // Run runs the scenario named by the scenario= parameter and returns the

@@ -115,6 +115,7 @@ func TestCheckParams(t *testing.T) {
 		"scenario=t-params addr=10.0.2.2:9 cuont=2":  "bad boot parameter cuont=2 is not a parameter of t-params (did you mean count=?): t-params takes count, addr; every scenario takes scenario, ip, netmask, gw, mac",
 		"scenario=t-pass count=2":                    "bad boot parameter count=2 is not a parameter of t-pass (t-params takes it): t-pass takes no parameters of its own",
 		"scenario=t-pass zzz":                        "bad boot parameter zzz=true is not a parameter of t-pass: t-pass takes no parameters",
+		`scenario=t-pass msg="a b"`:                  `bad boot parameter msg="a b" is not a parameter of t-pass`,
 		"scenario=t-pas":                             "bad boot parameter scenario=t-pas is not a choice (did you mean t-pass?): want one of ",
 		"scenario=t-pass gw=10.0.3.1":                "bad boot parameter gw=10.0.3.1 is not on 10.0.2.0/24, the subnet of ip=10.0.2.15 netmask=255.255.255.0",
 		"scenario=t-pass ip=999.1.1.1":               "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address, or off",

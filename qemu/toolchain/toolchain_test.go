@@ -253,6 +253,20 @@ func TestKilledInstallIsRedone(t *testing.T) {
 	assert.False(t, exists(dir+".partial"))
 }
 
+// A build that fails says so on one line, with both remedies.
+func TestFailedInstallSaysWhatToDo(t *testing.T) {
+	cmd := exec.Command(buildCommand(t), "-archive", source(t, makeFails))
+	cmd.Env = cacheEnv(t, t.TempDir())
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, string(out))
+	assert.Equal(t, 1, ee.ExitCode())
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	assert.Regexp(t, `^yolk: installing the TamaGo toolchain tamago-go1\.26\.0: make\.bash: exit status 2, so nothing was installed at \S+; give this machine network access for upstream's installer, or run make toolchain TAMAGO_GO_SRC=/path/to/tamago-go1\.26\.0\.src\.tar\.gz \(a git archive of the tag\)\.$`, last)
+	assert.Contains(t, string(out), "fake make.bash: cannot find a bootstrap toolchain", "the build's own words come first")
+}
+
 // ^C on make toolchain during make.bash: make, the installer and (through
 // the installer) the build all stop; running it again rebuilds.
 func TestInterruptedMakeToolchainRebuilds(t *testing.T) {

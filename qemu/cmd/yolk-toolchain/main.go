@@ -52,6 +52,7 @@ func main() {
 	in := &toolchain.Installer{Version: *version, Archive: *archive, ModuleDir: wd}
 	err = in.Install(ctx)
 	var offline *toolchain.OfflineError
+	remedies := fmt.Sprintf("give this machine network access for upstream's installer, or run make toolchain TAMAGO_GO_SRC=/path/to/%s.src.tar.gz (a git archive of the tag)", in.Version)
 	switch {
 	case err == nil:
 		return
@@ -59,15 +60,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "yolk: interrupted: %s is not installed; run make toolchain again to rebuild it\n", in.Version)
 		os.Exit(130)
 	case errors.As(err, &offline):
-		why := fmt.Sprintf("the TamaGo toolchain %s is not installed at %s and cannot be installed here: there is no source archive, and %v; give this machine network access for upstream's installer, or run make toolchain TAMAGO_GO_SRC=/path/to/%s.src.tar.gz (a git archive of the tag)",
-			in.Version, in.Dir, offline.Reason, in.Version)
+		why := fmt.Sprintf("the TamaGo toolchain %s is not installed at %s and cannot be installed here: there is no source archive, and %v; %s",
+			in.Version, in.Dir, offline.Reason, remedies)
 		if *skip != "" {
 			fmt.Printf("SKIP: %s: %s.\n", *skip, why)
 			os.Exit(3)
 		}
 		fmt.Fprintf(os.Stderr, "yolk: %s.\n", why)
 	default:
-		fmt.Fprintf(os.Stderr, "yolk: %v\n", err)
+		// The build's own output is above; this is the one line that says
+		// what failed and what to do.
+		fmt.Fprintf(os.Stderr, "yolk: %v, so nothing was installed at %s; %s.\n", err, in.Dir, remedies)
 	}
 	os.Exit(1)
 }

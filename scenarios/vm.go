@@ -33,7 +33,7 @@ func init() {
 // model, and runs mm.Check after every step. Then every space has exited,
 // and the pool must have every frame free again.
 //
-// The default of 3000 steps takes about 20 s under QEMU, about 6 ms a
+// The default of 3000 steps takes about 30 s under QEMU, about 10 ms a
 // step, most of it in mm.Check (which also walks every frame of the
 // 380 MiB pool).
 func vm(env *scenario.Env) error {

@@ -53,6 +53,24 @@ func TestDefaultWatermarks(t *testing.T) {
 	assert.ErrorIs(t, p.SetMinFreeKbytes(-5), ErrConfig)
 }
 
+// MaxMinFreeKbytes is exactly the largest value SetMinFreeKbytes takes,
+// at any watermark_scale_factor: high = 1.5 min just under the 97280
+// frames at the default, 259415 KiB.
+func TestMaxMinFreeKbytes(t *testing.T) {
+	p := newPool(t, 380<<20)
+	for _, scale := range []int{10, 1000, 3000} {
+		require.NoError(t, p.SetMinFreeKbytes(0))
+		require.NoError(t, p.SetWatermarkScaleFactor(scale))
+		limit := p.MaxMinFreeKbytes()
+		require.NoError(t, p.SetMinFreeKbytes(limit), "scale %d", scale)
+		assert.Less(t, p.Watermarks().High, uint64(p.Frames()))
+		assert.ErrorIs(t, p.SetMinFreeKbytes(limit+1), ErrConfig, "scale %d", scale)
+		if scale == 10 {
+			assert.Equal(t, 259415, limit)
+		}
+	}
+}
+
 func TestConversionsStayInPool(t *testing.T) {
 	p := newPool(t, 4<<20)
 	assert.Equal(t, PFN(testBase>>PageShift), p.Start())

@@ -109,35 +109,69 @@ func (s *memSizeStats) account(pg *phys.Page, pte pgtable.PTE) {
 	}
 }
 
+// Smaps is one VMA's entry in /proc/PID/smaps: the area and its memory
+// figures in bytes (Linux's struct mem_size_stats). Pss, PssDirty and
+// SwapPss are sums of shares, each share rounded down to a byte.
+type Smaps struct {
+	VMAInfo
+	Rss, Pss, PssDirty                                   uint64
+	SharedClean, SharedDirty, PrivateClean, PrivateDirty uint64
+	Referenced, Anonymous, LazyFree, AnonHugePages       uint64
+	Swap, SwapPss                                        uint64
+}
+
+// Smaps returns the figures smaps prints, one entry per VMA in address
+// order.
+func (as *AddressSpace) Smaps() []Smaps {
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	var out []Smaps
+	for v := as.head; v != nil; v = v.next {
+		out = append(out, as.gather(v).smaps(v))
+	}
+	return out
+}
+
+func (s memSizeStats) smaps(v *VMA) Smaps {
+	return Smaps{
+		VMAInfo: VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff},
+		Rss:     s.resident, Pss: s.pss >> pssShift, PssDirty: s.pssDirty >> pssShift,
+		SharedClean: s.sharedClean, SharedDirty: s.sharedDirty,
+		PrivateClean: s.privateClean, PrivateDirty: s.privateDirty,
+		Referenced: s.referenced, Anonymous: s.anonymous, LazyFree: s.lazyfree,
+		AnonHugePages: s.anonymousTHP, Swap: s.swap, SwapPss: s.swapPss >> pssShift,
+	}
+}
+
 // WriteSmaps writes the address space's /proc/PID/smaps.
 func (as *AddressSpace) WriteSmaps(w io.Writer) error {
 	as.mmapLock.RLock()
 	defer as.mmapLock.RUnlock()
 	b := bufio.NewWriter(w)
 	for v := as.head; v != nil; v = v.next {
-		s := as.gather(v)
+		s := as.gather(v).smaps(v)
 		writeMapsLine(b, v)
 		kb := func(name string, bytes uint64) { fmt.Fprintf(b, "%-16s%8d kB\n", name+":", bytes>>10) }
 		kb("Size", uint64(v.end-v.start))
 		kb("KernelPageSize", pgtable.PageSize)
 		kb("MMUPageSize", pgtable.PageSize)
-		kb("Rss", s.resident)
-		kb("Pss", s.pss>>pssShift)
-		kb("Pss_Dirty", s.pssDirty>>pssShift)
-		kb("Shared_Clean", s.sharedClean)
-		kb("Shared_Dirty", s.sharedDirty)
-		kb("Private_Clean", s.privateClean)
-		kb("Private_Dirty", s.privateDirty)
-		kb("Referenced", s.referenced)
-		kb("Anonymous", s.anonymous)
-		kb("LazyFree", s.lazyfree)
-		kb("AnonHugePages", s.anonymousTHP)
+		kb("Rss", s.Rss)
+		kb("Pss", s.Pss)
+		kb("Pss_Dirty", s.PssDirty)
+		kb("Shared_Clean", s.SharedClean)
+		kb("Shared_Dirty", s.SharedDirty)
+		kb("Private_Clean", s.PrivateClean)
+		kb("Private_Dirty", s.PrivateDirty)
+		kb("Referenced", s.Referenced)
+		kb("Anonymous", s.Anonymous)
+		kb("LazyFree", s.LazyFree)
+		kb("AnonHugePages", s.AnonHugePages)
 		kb("ShmemPmdMapped", 0)
 		kb("FilePmdMapped", 0)
 		kb("Shared_Hugetlb", 0)
 		fmt.Fprintf(b, "%-17s%7d kB\n", "Private_Hugetlb:", 0) // one column narrower, as in Linux
-		kb("Swap", s.swap)
-		kb("SwapPss", s.swapPss>>pssShift)
+		kb("Swap", s.Swap)
+		kb("SwapPss", s.SwapPss)
 		kb("Locked", 0)
 		fmt.Fprintf(b, "THPeligible:    %d\n", 0)
 		fmt.Fprintf(b, "VmFlags: %s\n", v.flags.Mnemonics())

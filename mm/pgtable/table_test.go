@@ -13,12 +13,22 @@ import (
 
 const poolBase = 0x80000000
 
+// newPool returns a pool over memory full of a poison byte, as memory is
+// at boot and frames are when recycled: the table code must clear what it
+// relies on being zero, and a table built on unclean frames shows it.
 func newPool(t *testing.T) *phys.Pool {
 	t.Helper()
-	pool, err := phys.New(phys.Config{Mem: make([]byte, 8<<20), Base: poolBase})
+	mem := make([]byte, 8<<20)
+	for i := range mem {
+		mem[i] = poison
+	}
+	pool, err := phys.New(phys.Config{Mem: mem, Base: poolBase})
 	require.NoError(t, err)
 	return pool
 }
+
+// poison is Linux's PAGE_POISON: a byte no valid descriptor is made of.
+const poison = 0xaa
 
 // newTable returns an empty table and its pool, and checks at the end of
 // the test that destroying the table gives back every frame.

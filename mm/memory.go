@@ -129,6 +129,21 @@ func (as *AddressSpace) access(addr uint32, buf []byte, acc pgtable.Access) erro
 	return nil
 }
 
+// Translate is the MMU's verdict on a task access at addr as the tables
+// stand, resolving no fault: the physical address, or the fault status a
+// data abort would report (what ARMv7's ATS1CUR and ATS1CUW operations
+// leave in PAR). It reads only the hardware descriptors, so tests can
+// judge them against what they expect without trusting how mm derives
+// them from its software entries.
+func (as *AddressSpace) Translate(addr uint32, acc pgtable.Access) (pa uint32, fs pgtable.FaultStatus) {
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	if as.exited {
+		return 0, pgtable.FSTranslationSection
+	}
+	return as.pt.Translate(addr, acc, true)
+}
+
 func (m *Manager) frameAt(pa uint32) ([]byte, error) {
 	pfn, err := m.pool.PFNOf(uint64(pa))
 	if err != nil {

@@ -82,6 +82,11 @@ type runner struct {
 	spaces []*space
 	stats  Stats
 	buf    []byte
+
+	// checkMMU's frame maps, kept to be reused: the mappings through which
+	// each frame is readable, and where each writable frame is written.
+	readers map[uint32]int
+	writer  map[uint32]where
 }
 
 // Run performs cfg.Steps random operations on address spaces of mgr, which
@@ -95,7 +100,8 @@ func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) 
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = 1
 	}
-	r := &runner{mgr: mgr, swap: swap, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}}}
+	r := &runner{mgr: mgr, swap: swap, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
+		readers: map[uint32]int{}, writer: map[uint32]where{}}
 	err := r.run()
 	for _, s := range r.spaces {
 		if xerr := s.as.Exit(); err == nil && xerr != nil {
@@ -131,7 +137,7 @@ func (r *runner) run() error {
 		}
 		if (step+1)%r.cfg.CheckEvery == 0 {
 			r.stats.Checks++
-			if err := r.mgr.Check(); err != nil {
+			if err := r.check(); err != nil {
 				return fmt.Errorf("step %d (%s, pid %d): %w", step, name, s.as.PID(), err)
 			}
 		}
@@ -144,6 +150,18 @@ func (r *runner) run() error {
 		}
 	}
 	return nil
+}
+
+// check is the oracle after a step: mm's own invariants, then the
+// hardware descriptors and smaps judged against the model.
+func (r *runner) check() error {
+	if err := r.mgr.Check(); err != nil {
+		return err
+	}
+	if err := r.checkMMU(); err != nil {
+		return err
+	}
+	return r.checkSmaps()
 }
 
 func (r *runner) account() {

@@ -33,11 +33,16 @@ func finish(t testing.TB, mgr *mm.Manager, pool *phys.Pool) {
 
 // TestModel runs the differential property test: streams of random
 // operations over several address spaces, each step checked against the
-// model and by mm.Check. modelSteps is 1<<20 in a normal build and less
-// under the race detector (see race_test.go).
+// model, by mm.Check, and through the MMU's and smaps' views (views.go).
+// modelSteps is 1<<20 in a normal build and less under the race detector
+// (see race_test.go); -short runs shortModelSteps, for make mutants.
 func TestModel(t *testing.T) {
 	const streams = 32
-	per := modelSteps / streams
+	steps := modelSteps
+	if testing.Short() {
+		steps = shortModelSteps
+	}
+	per := steps / streams
 	var mu sync.Mutex
 	total := Stats{Ops: map[string]int{}}
 	t.Run("streams", func(t *testing.T) {
@@ -74,6 +79,10 @@ func TestModel(t *testing.T) {
 	}
 	require.Greater(t, total.MaxPages, int64(64), "the streams should build up real memory use")
 }
+
+// shortModelSteps is long enough for every operation to meet every other
+// many times over (fork after swap-out, COW after mprotect, ...).
+const shortModelSteps = 1 << 15
 
 // FuzzVM runs the same operations with the fuzzer choosing every step.
 func FuzzVM(f *testing.F) {

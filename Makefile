@@ -5,6 +5,7 @@
 #   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
 #   make test                 gofmt, go vet, host tests (-race), then the QEMU tests
 #   make bench                the benchmarks behind the README's figures
+#   make mutants [MUTANTS=RE] plant each bug in mutants/ and check that its tests catch it
 #   make toolchain [TAMAGO_GO_SRC=tamago-go1.26.0.src.tar.gz]
 #                             install the TamaGo toolchain if it is missing (image,
 #                             qemu, imx and test-qemu do this first)
@@ -72,7 +73,7 @@ PKG_nbd-server            := nbd-server
 PKG_nbdcopy               := libnbd-bin
 NBD_CMDS                  := nbdkit qemu-nbd nbd-server nbdcopy
 
-.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench deps clean toolchain toolchain-tool harness
+.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench mutants deps clean toolchain toolchain-tool harness
 
 # The installer and the harness are built, not run with go run, so that
 # their exit statuses reach make (go run turns every failure into 1).
@@ -159,6 +160,16 @@ qemu-tests:
 bench:
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx 'yolk/tests')
+
+# The tests' own test: each planted bug in mutants/*.patch is applied to a
+# scratch copy of the tree and must make the tests named beside it fail
+# (yolk-mutants; not part of make test). MUTANTS selects some by name.
+MUTANTS ?=
+mutants:
+	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
+	@mkdir -p $(BUILD)
+	@$(GO) build -o $(BUILD)/yolk-mutants ./mutants
+	$(BUILD)/yolk-mutants $(if $(MUTANTS),-run '$(MUTANTS)')
 
 # Install the Debian packages behind CMDS (default: all) when they are
 # missing: with apt-get as root, else name them and fail.

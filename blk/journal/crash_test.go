@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,10 +26,19 @@ import (
 // no half transaction.
 
 // crashWorkload is a sequence of transactions, each a set of home blocks
-// at a version; transaction i writes version i+1.
+// at a version; transaction i writes version i+1 unless versions says
+// otherwise.
 type crashWorkload struct {
-	homes  [][]uint64
-	images [][]byte // images[p]: the home area after p transactions
+	homes    [][]uint64
+	versions []int    // versions[i]: the version transaction i writes; nil: i+1
+	images   [][]byte // images[p]: the home area after p transactions
+}
+
+func (w *crashWorkload) version(i int) int {
+	if w.versions == nil {
+		return i + 1
+	}
+	return w.versions[i]
 }
 
 // expected is the home area after the first p transactions.
@@ -38,12 +48,40 @@ func (w *crashWorkload) expected(p int, from, to uint64) []byte {
 		w.images = append(w.images, bytes.Clone(img))
 		for i, homes := range w.homes {
 			for _, h := range homes {
-				copy(img[(h-from)*testBS:], block(h, i+1))
+				copy(img[(h-from)*testBS:], block(h, w.version(i)))
 			}
 			w.images = append(w.images, bytes.Clone(img))
 		}
 	}
 	return w.images[p]
+}
+
+// prefix returns the longest prefix of at least ack transactions after
+// which the home area is got, or an error naming a home block that no such
+// prefix explains.
+func (w *crashWorkload) prefix(got []byte, ack int, from, to uint64) (int, error) {
+	for p := len(w.homes); p >= ack; p-- {
+		if bytes.Equal(got, w.expected(p, from, to)) {
+			return p, nil
+		}
+	}
+	// Say which acknowledged block is wrong.
+	want := w.expected(ack, from, to)
+	for b := from; b < to; b++ {
+		o := (b - from) * testBS
+		if !bytes.Equal(got[o:o+testBS], want[o:o+testBS]) {
+			return 0, fmt.Errorf("home block %d matches no prefix of at least %d transactions", b, ack)
+		}
+	}
+	return 0, fmt.Errorf("no prefix of at least %d transactions matches", ack)
+}
+
+// homeArea reads blocks from..to of dev.
+func homeArea(t *testing.T, dev blk.Device, from, to uint64) []byte {
+	t.Helper()
+	got := make([]byte, (to-from)*testBS)
+	require.NoError(t, dev.ReadAt(got, int64(from)*testBS))
+	return got
 }
 
 func acked(marks []string) int {
@@ -73,20 +111,11 @@ func checkRecovered(t *testing.T, dev blk.Device, pool *phys.Pool, w *crashWorkl
 	if err := dev.ReadAt(got, int64(from)*testBS); err != nil {
 		return 0, r, err
 	}
-	for p := len(w.homes); p >= ack; p-- {
-		if bytes.Equal(got, w.expected(p, from, to)) {
-			return p, r, nil
-		}
+	p, err := w.prefix(got, ack, from, to)
+	if err != nil {
+		return 0, r, fmt.Errorf("%w (recovery: %+v)", err, r)
 	}
-	// Say which acknowledged block is wrong.
-	want := w.expected(ack, from, to)
-	for b := from; b < to; b++ {
-		o := (b - from) * testBS
-		if !bytes.Equal(got[o:o+testBS], want[o:o+testBS]) {
-			return 0, r, fmt.Errorf("home block %d matches no prefix of at least %d transactions (recovery: %+v)", b, ack, r)
-		}
-	}
-	return 0, r, fmt.Errorf("no prefix of at least %d transactions matches (recovery %+v)", ack, r)
+	return p, r, nil
 }
 
 func TestCrashStates(t *testing.T) {
@@ -290,5 +319,317 @@ func TestCrashStatesGroupCommit(t *testing.T) {
 			}
 		}
 		dev.Close()
+	}
+}
+
+// blockTears returns, for every write of more than one journal block, the
+// two tears a journal fears most, at the last moment the write is not
+// durable (just before it completes): the write without its last block (a
+// transaction whose commit block did not land) and its last block alone (a
+// commit block without the descriptors and data it seals, which a device
+// that writes a request's sectors in any order may leave). Enumerate's tears
+// are a prefix of random length or random sectors: it makes the first now
+// and then, the second almost never.
+func blockTears(t *testing.T, l *logwrites.Log) []logwrites.CrashState {
+	t.Helper()
+	perBlock := testBS / l.SectorSize()
+	var out []logwrites.CrashState
+	for _, e := range l.Entries() {
+		if e.Kind != logwrites.Write || e.Done < 0 || e.Err != nil || e.Len < 2*testBS {
+			continue
+		}
+		n := int(e.Len) / l.SectorSize()
+		for _, landed := range []string{fmt.Sprintf("0-%d", n-perBlock-1), fmt.Sprintf("%d-%d", n-perBlock, n-1)} {
+			cs, err := l.ParseState(fmt.Sprintf("@%d maybe{%d} torn{%d:%s}", e.Done, e.Seq, e.Seq, landed))
+			require.NoError(t, err)
+			out = append(out, cs)
+		}
+	}
+	return out
+}
+
+// crashStates is Enumerate's states with the block tears added, each state
+// once, in order of position (the order that materializes them fastest).
+func crashStates(t *testing.T, l *logwrites.Log, opts logwrites.EnumerateOptions) []logwrites.CrashState {
+	t.Helper()
+	states, _ := l.Enumerate(opts)
+	type key struct {
+		marks  int
+		digest uint64
+	}
+	seen := map[key]bool{}
+	for _, cs := range states {
+		seen[key{len(cs.Marks), cs.Digest}] = true
+	}
+	for _, cs := range blockTears(t, l) {
+		if k := (key{len(cs.Marks), cs.Digest}); !seen[k] {
+			seen[k] = true
+			states = append(states, cs)
+		}
+	}
+	slices.SortStableFunc(states, func(a, b logwrites.CrashState) int { return a.At - b.At })
+	return states
+}
+
+// TestCrashStatesTwoRounds crashes, recovers, commits more transactions on
+// the recovered journal and crashes again. A transaction the first recovery
+// rolled back left its blocks in the log, and the first transaction after
+// recovery goes to the start of the log: if it could take the rolled-back
+// one's sequence number, and its commit block landed without its
+// descriptor, the old descriptor and data would pass for it and the
+// rolled-back transaction would come back. Recovery has two defences, the
+// commit block's checksum over the descriptors and a sequence number that
+// skips the rolled-back transaction's; this test fails only if both go (each
+// has its own test in recovery_test.go). Every result must be a prefix of
+// what was acknowledged, round by round.
+func TestCrashStatesTwoRounds(t *testing.T) {
+	const (
+		devBlocks = 64
+		// A 12-block log of 4-block transactions (descriptor, two
+		// records, commit): three fill it, and every third starts at
+		// log index 0, where the first transaction after a recovery
+		// goes.
+		logBlocks = 13
+		homeFrom  = 32
+		first     = 7 // transactions in the first round
+		second    = 4 // and in the second
+	)
+	// Every state of the first round gets a second round of its own;
+	// the race detector makes each recovery ten times slower.
+	firstStates, secondStates := 200, 60
+	if raceEnabled {
+		firstStates, secondStates = 8, 10
+	}
+	pool := newPool(t, 16)
+	free := pool.FreeFrames()
+	ram, _ := newDevice(t, devBlocks, logBlocks, 2)
+	l1, err := logwrites.New(ram)
+	require.NoError(t, err)
+	j, err := Open(l1, 0, testBS, Config{Pool: pool})
+	require.NoError(t, err)
+	w1 := &crashWorkload{}
+	for i := range first {
+		homes := []uint64{40 + 2*uint64(i%4), 41 + 2*uint64(i%4)}
+		w1.homes = append(w1.homes, homes)
+		commit(t, j, i+1, homes...)
+		l1.Mark(fmt.Sprintf("acked %d", i+1))
+	}
+	require.NoError(t, j.Close())
+	require.Positive(t, j.Stats().Checkpoints, "the log fills")
+
+	// The second round writes other homes, at versions the first never
+	// does, with transactions of the same size as the first round's.
+	secondHomes := func(i int) []uint64 { return []uint64{50 + 2*uint64(i), 51 + 2*uint64(i)} }
+	// after[p] is the history once the first recovery kept p
+	// transactions: those, then the second round's.
+	after := map[int]*crashWorkload{}
+	history := func(p int) *crashWorkload {
+		if w, ok := after[p]; ok {
+			return w
+		}
+		w := &crashWorkload{homes: slices.Clone(w1.homes[:p])}
+		for i := range p {
+			w.versions = append(w.versions, i+1)
+		}
+		for i := range second {
+			w.homes = append(w.homes, secondHomes(i))
+			w.versions = append(w.versions, 101+i)
+		}
+		after[p] = w
+		return w
+	}
+
+	// The log writes of each first-round transaction (two where it
+	// wraps), to tell a rolled-back transaction from one never written.
+	carries := map[int]int{} // write Seq -> transaction
+	marks := 0
+	for _, e := range l1.Entries() {
+		switch {
+		case e.Kind == logwrites.Mark:
+			marks++
+		case e.Kind == logwrites.Write && e.Off >= testBS && e.Off < logBlocks*testBS:
+			carries[e.Seq] = marks + 1
+		}
+	}
+
+	states1 := crashStates(t, l1, logwrites.EnumerateOptions{Seed: 11, MaxPerPoint: 8, MaxStates: firstStates})
+	var states2, rolledBack, inRecovery int
+	minKept, maxKept := first, 0
+	for n, cs1 := range states1 {
+		dev1, err := l1.ReplayImage(cs1)
+		require.NoError(t, err)
+		l2, err := logwrites.New(dev1)
+		require.NoError(t, err)
+		jr, err := Open(l2, 0, testBS, Config{Pool: pool})
+		require.NoError(t, err, "first recovery, state %s", cs1.Name)
+		p1, err := w1.prefix(homeArea(t, l2, homeFrom, devBlocks), acked(cs1.Marks), homeFrom, devBlocks)
+		require.NoError(t, err, "first recovery, state %s (recovery %+v)", cs1.Name, jr.Recovery())
+		minKept, maxKept = min(minKept, p1), max(maxKept, p1)
+		if slices.ContainsFunc(cs1.Maybe, func(seq int) bool { return carries[seq] == p1+1 }) {
+			rolledBack++ // some of the next transaction's blocks landed
+		}
+		l2.Mark("recovered")
+		w2 := history(p1)
+		for i := range second {
+			commit(t, jr, 101+i, secondHomes(i)...)
+			l2.Mark(fmt.Sprintf("acked %d", i+1))
+		}
+		require.NoError(t, jr.Close())
+
+		for _, cs2 := range crashStates(t, l2, logwrites.EnumerateOptions{Seed: uint64(n), MaxPerPoint: 4, MaxStates: secondStates}) {
+			if !slices.Contains(cs2.Marks, "recovered") {
+				inRecovery++
+			}
+			dev2, err := l2.ReplayImage(cs2)
+			require.NoError(t, err)
+			_, _, err = checkRecovered(t, dev2, pool, w2, p1+acked(cs2.Marks), homeFrom, devBlocks)
+			if err != nil {
+				// Name the resurrection if that is what it is.
+				got := homeArea(t, dev2, homeFrom, devBlocks)
+				for i := p1; i < first; i++ {
+					for _, h := range w1.homes[i] {
+						o := (h - homeFrom) * testBS
+						require.False(t, bytes.Equal(got[o:o+testBS], block(h, w1.version(i))),
+							"transaction %d, not recovered after state %s, came back in home %d after state %s", i+1, cs1.Name, h, cs2.Name)
+					}
+				}
+			}
+			require.NoError(t, err, "second recovery: state %s, then %s", cs1.Name, cs2.Name)
+			require.NoError(t, dev2.Close())
+			states2++
+		}
+		require.NoError(t, l2.Close())
+	}
+	t.Logf("two-round crash states: %d first-round states (%d rolled back a transaction partly in the log), kept %d to %d of %d transactions; %d second-round states recovered (%d crashed in the first recovery)",
+		len(states1), rolledBack, minKept, maxKept, first, states2, inRecovery)
+	assert.Positive(t, rolledBack)
+	assert.Zero(t, minKept)
+	assert.Equal(t, first, maxKept)
+	assert.Positive(t, inRecovery)
+	assert.Equal(t, free, pool.FreeFrames())
+}
+
+// TestCrashStatesAtDurabilityBoundaries crashes a known workload just
+// before and just after the moments the journal's ordering rests on: each
+// commit's FUA write completing, and each checkpoint's flush completing
+// (the superblock's tail moves only after it). Just before, a crash may
+// lose what they make durable: the transaction being written may be rolled
+// back or may already be whole; home blocks the checkpoint wrote may not be
+// on the device, and recovery must write them again from the log. Just
+// after, nothing of it may be lost. The other crash tests pass whether or
+// not the crash model (blk/logwrites) makes the "just before" states, but
+// without them they never crash inside a commit's write or a checkpoint's
+// flush, the crashes that put the journal's ordering to the test: a
+// journal that moved the tail while its home writes were still being
+// flushed would pass them.
+func TestCrashStatesAtDurabilityBoundaries(t *testing.T) {
+	const (
+		devBlocks = 64
+		logBlocks = 32 // room for every transaction: no commit wraps or waits
+		homeFrom  = 32
+	)
+	pool := newPool(t, 16)
+	ram, _ := newDevice(t, devBlocks, logBlocks, 4)
+	l, err := logwrites.New(ram)
+	require.NoError(t, err)
+	j, err := Open(l, 0, testBS, Config{Pool: pool})
+	require.NoError(t, err)
+	w := &crashWorkload{}
+	for i := range 5 {
+		if i == 3 {
+			require.NoError(t, j.Checkpoint())
+		}
+		// Every transaction has homes of its own, so that a home
+		// block holds its checkpointed data until the end.
+		homes := []uint64{40 + 2*uint64(i), 41 + 2*uint64(i)}
+		w.homes = append(w.homes, homes)
+		commit(t, j, i+1, homes...)
+		l.Mark(fmt.Sprintf("acked %d", i+1))
+	}
+	require.NoError(t, j.Close()) // the second checkpoint
+
+	// The boundaries: the log writes, each the whole of one transaction,
+	// and the flushes with the home writes each covers (those completed
+	// since the previous one).
+	type boundary struct {
+		e     logwrites.Entry
+		tx    int               // a log write: the transaction it carries
+		homes []logwrites.Entry // a flush: the home writes it covers
+	}
+	var commits, flushes []boundary
+	var acks int
+	var homeWrites []logwrites.Entry
+	for _, e := range l.Entries() {
+		switch {
+		case e.Kind == logwrites.Mark:
+			acks++
+		case e.Kind == logwrites.Write && e.Off >= homeFrom*testBS:
+			homeWrites = append(homeWrites, e)
+		case e.Kind == logwrites.Write && e.Off >= testBS: // the log, after the superblock
+			require.True(t, e.FUA, "a commit is written with FUA")
+			commits = append(commits, boundary{e: e, tx: acks + 1})
+		case e.Kind == logwrites.Flush:
+			for _, h := range homeWrites {
+				require.Less(t, h.Done, e.Submit, "the home writes complete before the flush")
+			}
+			flushes = append(flushes, boundary{e: e, homes: homeWrites})
+			homeWrites = nil
+		}
+	}
+	require.Len(t, commits, 5)
+	require.Len(t, flushes, 2)
+	var points []int
+	for _, b := range append(slices.Clone(commits), flushes...) {
+		require.GreaterOrEqual(t, b.e.Done, 0, "every request completed")
+		points = append(points, b.e.Done, b.e.Done+1)
+	}
+
+	states, st := l.Enumerate(logwrites.EnumerateOptions{Seed: 5, Points: points})
+	rolledBack := make([]int, len(commits))
+	whole := make([]int, len(commits))
+	unflushed := make([]int, len(flushes))
+	for _, cs := range states {
+		dev, err := l.ReplayImage(cs)
+		require.NoError(t, err)
+		raw := homeArea(t, dev, homeFrom, devBlocks)
+		p, _, err := checkRecovered(t, dev, pool, w, acked(cs.Marks), homeFrom, devBlocks)
+		require.NoError(t, dev.Close())
+		require.NoError(t, err, "state %s", cs.Name)
+		for i, b := range commits {
+			switch cs.At {
+			case b.e.Done:
+				if p < b.tx {
+					rolledBack[i]++
+				} else {
+					whole[i]++
+				}
+			case b.e.Done + 1:
+				require.GreaterOrEqual(t, p, b.tx, "state %s: transaction %d lost after its FUA write completed", cs.Name, b.tx)
+			}
+		}
+		for i, b := range flushes {
+			landed := true
+			for _, h := range b.homes {
+				o := h.Off - homeFrom*testBS
+				landed = landed && bytes.Equal(raw[o:o+h.Len], h.Data)
+			}
+			switch cs.At {
+			case b.e.Done:
+				if !landed {
+					unflushed[i]++
+				}
+			case b.e.Done + 1:
+				require.True(t, landed, "state %s: a home write lost after flush %d of %d completed", cs.Name, i+1, len(flushes))
+			}
+		}
+	}
+	t.Logf("durability boundaries: %d commit writes, %d flushes, %d states at them; just before each commit completed %v states rolled it back, %v had it whole; just before each flush completed %v states lacked a home write",
+		len(commits), len(flushes), st.Returned, rolledBack, whole, unflushed)
+	for i, b := range commits {
+		assert.Positive(t, rolledBack[i], "a crash just before transaction %d's FUA write completed can lose it", b.tx)
+		assert.Positive(t, whole[i], "a crash just before transaction %d's FUA write completed can find it whole", b.tx)
+	}
+	for i := range flushes {
+		assert.Positive(t, unflushed[i], "a crash just before flush %d of %d completed can lose the home writes it covers", i+1, len(flushes))
 	}
 }

@@ -134,7 +134,7 @@ test-host:
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|endless fork chain:|^(ok|FAIL)'
-	@set -o pipefail; $(GO) test -count=1 -run 'TestCrashStates$$|TestCrashDuringRecovery$$|TestCommitStalls|TestCommitCompletes' -v ./blk/journal | grep -E 'workload:|crash states:|recovered:|stopped:|crashed in|stalled as expected|rescuer ran|^(ok|FAIL)'
+	@set -o pipefail; $(GO) test -count=1 -run 'TestCrashStates$$|TestCrashStatesTwoRounds$$|TestCrashDuringRecovery$$|TestCommitStalls|TestCommitCompletes' -v ./blk/journal | grep -E 'workload:|crash states:|recovered:|stopped:|crashed in|stalled as expected|rescuer ran|^(ok|FAIL)'
 
 # The QEMU end-to-end tests need the TamaGo toolchain to build the images:
 # it is installed first when it can be (an archive in TAMAGO_GO_SRC, or

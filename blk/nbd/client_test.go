@@ -584,7 +584,11 @@ func TestScriptedFlushWaitsForWritesInFlight(t *testing.T) {
 	c.bar.testWait = func() { close(waiting) }
 	ferr := make(chan error, 1)
 	go func() { ferr <- c.Flush() }()
-	<-waiting // Flush is waiting for the write
+	select {
+	case <-waiting: // Flush is waiting for the write
+	case err := <-ferr:
+		t.Fatalf("Flush returned (%v) without waiting for the write in flight", err)
+	}
 	assert.False(t, flushed.Load(), "NBD_CMD_FLUSH sent before the write's reply")
 
 	// A write after Flush was called: not covered, not waited for.

@@ -22,11 +22,29 @@ const (
 
 func parserRequests() map[uint64]*request {
 	return map[uint64]*request{
-		ckRead:  {cmd: cmdRead, cookie: ckRead, off: 4096, length: 1024, buf: bytes.Repeat([]byte{0xff}, 1024)},
+		ckRead:  {cmd: cmdRead, cookie: ckRead, off: 4096, length: 1024, buf: guarded(1024)},
 		ckWrite: {cmd: cmdWrite, cookie: ckWrite, off: 0, length: 512},
 		ckFlush: {cmd: cmdFlush, cookie: ckFlush},
 		ckSmall: {cmd: cmdRead, cookie: ckSmall, off: 0, length: 64, buf: make([]byte, 64)},
 	}
+}
+
+// guardLen is the length of the guard that follows a read's buffer (guarded).
+const guardLen = 4096
+
+// guarded returns a buffer of n bytes of 0xff followed, within its
+// capacity, by guardLen more. In the client a request's buffer is a piece
+// of the caller's, with the next request's piece after it: a parser that
+// wrote past a request's length would corrupt that, silently, rather than
+// panic.
+func guarded(n int) []byte {
+	return bytes.Repeat([]byte{0xff}, n+guardLen)[:n]
+}
+
+// assertGuardIntact checks that nothing was written past b's length.
+func assertGuardIntact(t *testing.T, b []byte) {
+	t.Helper()
+	assert.Equal(t, bytes.Repeat([]byte{0xff}, guardLen), b[len(b):cap(b)], "the bytes past the read's buffer")
 }
 
 type parsed struct {
@@ -100,6 +118,7 @@ func TestReplyParserAccepts(t *testing.T) {
 			done, _, err := parseAll(tc.structured, tc.in, reqs)
 			assert.ErrorIs(t, err, io.EOF, "the stream ends cleanly after the replies")
 			assert.Equal(t, tc.want, done)
+			assertGuardIntact(t, read.buf)
 			if len(done) > 0 && done[len(done)-1].cookie == ckRead {
 				// The buffer held 0xff: a hole must zero it.
 				want := append(make([]byte, tc.hole), data[tc.hole:]...)
@@ -250,11 +269,14 @@ func hostileReplies(k roles) []hostileCase {
 func TestReplyParserRefusesHostileReplies(t *testing.T) {
 	for _, tc := range hostileReplies(parserRoles) {
 		t.Run(tc.name, func(t *testing.T) {
-			_, affected, err := parseAll(tc.structured, tc.in, parserRequests())
+			reqs := parserRequests()
+			read := reqs[ckRead]
+			_, affected, err := parseAll(tc.structured, tc.in, reqs)
 			var pe *ProtocolError
 			require.ErrorAs(t, err, &pe)
 			assert.ErrorIs(t, err, blk.ErrProtocol)
 			assert.Equal(t, tc.affected, affected, "the request the error concerns")
+			assertGuardIntact(t, read.buf)
 			t.Log(err)
 		})
 	}

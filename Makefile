@@ -122,7 +122,9 @@ check-fmt:
 vet:
 	$(GO) vet ./...
 
-# Every package but the QEMU end-to-end tests in ./tests; then mm/phys's
+# Every package but the QEMU end-to-end tests in ./tests; then the tests
+# that count allocations again without the race detector, which makes
+# such counts meaningless (blk/nbd's skips under it); then mm/phys's
 # reserve and concurrency tests again in a debug build (the invariant
 # checker after every allocation and free), and the figures that tests
 # measure and print (go test shows logs only with -v): fragmentation, and
@@ -131,6 +133,7 @@ vet:
 test-host:
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
+	$(GO) test -count=1 -run 'Allocations|AllocatesNothing' ./blk/nbd ./runtime/workqueue
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|endless fork chain:|^(ok|FAIL)'

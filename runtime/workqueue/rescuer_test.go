@@ -208,6 +208,53 @@ func TestMaydayTimeoutRescuesBlockedWorkers(t *testing.T) {
 	}
 }
 
+// The mayday timer's own rule, with no race in how it is armed: work that
+// stays at the head of the pending list for a whole MaydayTimeout summons
+// the rescuer. In the test above the timer may first be armed on the
+// blocker, before its worker takes it, and then fire on x; here the only
+// worker is busy and the timer has stopped watching the empty list before
+// x is queued, so it is armed on x itself and must fire on x.
+func TestMaydayRescuesWorkStuckAtTheHead(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p := newPool(t, 1, phys.Config{})
+	q := newQueue(t, "stuck", p, Config{Flags: MemReclaim, MaxActive: 1, MaydayTimeout: 20 * time.Millisecond})
+	escape := newGate()
+	t.Cleanup(escape.open)
+	started, xDone := make(chan struct{}), make(chan struct{})
+	require.True(t, q.Queue(&Work{Func: func(*Work, []byte) {
+		close(started)
+		select { // the only worker waits for x
+		case <-xDone:
+		case <-escape.ch:
+		}
+	}}))
+	require.NoError(t, recv(started, watchdog))
+	// The list is empty: within a MaydayTimeout the timer finds no head
+	// and stops watching.
+	stopped := time.Now().Add(watchdog)
+	for watching(q) {
+		require.False(t, time.Now().After(stopped), "the rescuer still watches an empty list after %v", watchdog)
+		time.Sleep(time.Millisecond)
+	}
+
+	require.True(t, q.Queue(&Work{Func: func(*Work, []byte) { close(xDone) }}))
+	require.NoError(t, recv(xDone, watchdog), "x stayed at the head for %v and the rescuer never ran it (stats %+v)", watchdog, q.Stats())
+	q.Flush()
+	st := q.Stats()
+	assert.Equal(t, uint64(1), st.RescuerRuns)
+	assert.GreaterOrEqual(t, st.Maydays, uint64(1))
+	requireCheck(t, q)
+	q.Destroy()
+	requireAllFree(t, p)
+	requireNoLeaks(t, before)
+}
+
+func watching(q *Queue) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.watching
+}
+
 // While the manager waits in reclaim for a worker's buffer, a worker that
 // has since gone idle still takes new work: a worker that might never be
 // created must not hold up one that exists.

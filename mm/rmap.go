@@ -265,11 +265,12 @@ func (m *Manager) pageRemoveRmap(pg *phys.Page) {
 	}
 }
 
-// Mapping is one place a page is mapped, as an rmap walk reports it.
+// Mapping is one place a page is mapped, as an rmap walk reports it. It
+// carries nothing of the VMA's: the walk holds only the anon_vma lock, and
+// a VMA's fields change under its space's mmap lock.
 type Mapping struct {
-	AS       *AddressSpace
-	Addr     uint32
-	VMAFlags VMFlags
+	AS   *AddressSpace
+	Addr uint32
 }
 
 // anonVMAOf returns the anon_vma an anonymous page points to.
@@ -295,7 +296,7 @@ func (m *Manager) rmapCandidates(pg *phys.Page, buf []Mapping) []Mapping {
 	root.mu.RLock()
 	av.tree.overlapping(idx, idx, func(avc *anonVMAChain) bool {
 		if addr, ok := avc.vma.addressOf(idx); ok {
-			buf = append(buf, Mapping{AS: avc.vma.as, Addr: addr, VMAFlags: avc.vma.flags})
+			buf = append(buf, Mapping{AS: avc.vma.as, Addr: addr})
 		}
 		return true
 	})

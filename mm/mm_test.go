@@ -113,7 +113,6 @@ func TestMmapPlacement(t *testing.T) {
 		flags        MapFlags
 	}{
 		{0, 0, ProtRead, 0},
-		{0, pg, 8, 0},
 		{a + 1, pg, ProtRead, MapFixed},
 		{0x3ffff000, 2 * pg, ProtRead, MapFixed},
 		{0x7ffff000, 2 * pg, ProtRead, MapFixed},
@@ -280,6 +279,73 @@ func TestForkCopyOnWrite(t *testing.T) {
 	got, _ := pageAt(t, parent, a+pg)
 	assert.Equal(t, pfn2, got)
 	assert.ErrorIs(t, child.Exit(), ErrExited)
+	require.NoError(t, m.Check())
+}
+
+// mmap ignores protection bits it does not know, as Linux's does (it never
+// checks prot); mprotect accepts PROT_SEM and refuses any other unknown
+// bit (arch_validate_prot). Both checked against Linux 6.x.
+func TestUnknownProtBits(t *testing.T) {
+	m := newTestManager(t)
+	as := newAS(t, m)
+	for _, prot := range []Prot{ProtSem, ProtRead | ProtSem, ProtRead | ProtWrite | 0x40} {
+		a, err := as.Mmap(0, pg, prot, 0)
+		require.NoError(t, err, "mmap prot %#x", prot)
+		assert.Equal(t, VMFlags(prot&(ProtRead|ProtWrite|ProtExec)), vmaAt(t, as, a).flags&vmAccessFlags, "prot %#x", prot)
+		require.NoError(t, as.Mprotect(a, pg, ProtRead|ProtSem), "mprotect PROT_READ|PROT_SEM")
+		assert.Equal(t, VMRead, vmaAt(t, as, a).flags&vmAccessFlags)
+		assert.ErrorIs(t, as.Mprotect(a, pg, ProtRead|0x10), ErrInvalid, "mprotect with an unknown bit")
+		require.NoError(t, as.Munmap(a, pg))
+	}
+	require.NoError(t, m.Check())
+}
+
+// Since Linux 6.7, mprotect that takes write away from an anonymous area
+// that was never faulted (no anon_vma) drops VM_ACCOUNT too, so it can
+// merge with a read-only neighbour; once the area has pages, the charge
+// and the boundary stay.
+func TestMprotectUnaccountsUnfaultedArea(t *testing.T) {
+	m := newTestManager(t)
+	as := newAS(t, m)
+	a := mmap(t, as, 0x60000000, 1, ProtRead|ProtWrite, MapFixed)
+	mmap(t, as, a+pg, 1, ProtRead, MapFixed)
+	require.Len(t, as.VMAs(), 2)
+	require.NotZero(t, vmaAt(t, as, a).flags&VMAccount)
+	require.NoError(t, as.Mprotect(a, pg, ProtRead))
+	vmas := as.VMAs()
+	require.Len(t, vmas, 1, "the unaccounted area merges with its read-only neighbour")
+	assert.Equal(t, VMAInfo{Start: a, End: a + 2*pg, Flags: VMRead | VMMayRead | VMMayWrite | VMMayExec, Pgoff: a >> pgtable.PageShift}, vmas[0])
+
+	// A read maps the zero page and makes no anon_vma: still unfaulted.
+	b := mmap(t, as, 0x60100000, 1, ProtRead|ProtWrite, MapFixed)
+	mmap(t, as, b+pg, 1, ProtRead, MapFixed)
+	readByte(t, as, b)
+	require.NoError(t, as.Mprotect(b, pg, ProtRead))
+	assert.Nil(t, vmaAt(t, as, b).anonVMA)
+	assert.Equal(t, b+2*pg, vmaAt(t, as, b).end)
+
+	// A written area keeps its charge, and so its own VMA.
+	c := mmap(t, as, 0x60200000, 1, ProtRead|ProtWrite, MapFixed)
+	mmap(t, as, c+pg, 1, ProtRead, MapFixed)
+	write(t, as, c, 1)
+	require.NoError(t, as.Mprotect(c, pg, ProtRead))
+	assert.NotZero(t, vmaAt(t, as, c).flags&VMAccount)
+	assert.Equal(t, c+pg, vmaAt(t, as, c).end)
+	require.NoError(t, m.Check())
+}
+
+// MADV_NORMAL changes nothing here, but like every advice it walks the
+// range and reports a hole with ENOMEM (Linux's madvise_walk_vmas).
+func TestMadvNormalReportsHoles(t *testing.T) {
+	m := newTestManager(t)
+	as := newAS(t, m)
+	a := mmap(t, as, 0x60000000, 2, ProtRead|ProtWrite, MapFixed)
+	require.NoError(t, as.Madvise(a, 2*pg, MadvNormal))
+	assert.ErrorIs(t, as.Madvise(a, 3*pg, MadvNormal), ErrNotMapped, "a hole after the area")
+	assert.ErrorIs(t, as.Madvise(a+4*pg, pg, MadvNormal), ErrNotMapped, "nothing mapped")
+	require.NoError(t, as.Madvise(a+4*pg, 0, MadvNormal), "an empty range")
+	assert.ErrorIs(t, as.Madvise(a+1, pg, MadvNormal), ErrInvalid)
+	require.Len(t, as.VMAs(), 1)
 	require.NoError(t, m.Check())
 }
 

@@ -43,7 +43,9 @@ func inWindow(addr, size uint32) bool {
 // range is taken, as Linux's top-down allocator does. The new area is
 // merged with compatible neighbours.
 func (as *AddressSpace) Mmap(addr, length uint32, prot Prot, flags MapFlags) (uint32, error) {
-	if length == 0 || prot&^(ProtRead|ProtWrite|ProtExec) != 0 {
+	// Linux's mmap does not check prot: bits other than read, write and
+	// exec (PROT_SEM, or any unknown one) are ignored (calc_vm_prot_bits).
+	if length == 0 {
 		return 0, ErrInvalid
 	}
 	size, ok := pageAlignLen(length)
@@ -168,7 +170,9 @@ func (as *AddressSpace) unmap(addr, size uint32) error {
 // which ends the call with ErrNotMapped; changed areas are split at the
 // ends of the range and merged with neighbours that now match.
 func (as *AddressSpace) Mprotect(addr, length uint32, prot Prot) error {
-	if addr&pageMask != 0 || prot&^(ProtRead|ProtWrite|ProtExec) != 0 {
+	// mprotect does check: PROT_SEM is allowed and ignored, any other
+	// unknown bit is EINVAL (arch_validate_prot's generic version).
+	if addr&pageMask != 0 || prot&^(ProtRead|ProtWrite|ProtExec|ProtSem) != 0 {
 		return ErrInvalid
 	}
 	size, ok := pageAlignLen(length)
@@ -183,10 +187,16 @@ func (as *AddressSpace) Mprotect(addr, length uint32, prot Prot) error {
 	if as.exited {
 		return ErrExited
 	}
-	return as.modifyFlags(addr, size, true, func(f VMFlags) VMFlags {
-		f = f&^vmAccessFlags | prot.vmFlags()
-		if prot&ProtWrite != 0 {
-			f |= VMAccount // charged once it may be written; never uncharged
+	return as.modifyFlags(addr, size, true, func(v *VMA) VMFlags {
+		f := v.flags&^vmAccessFlags | prot.vmFlags()
+		switch {
+		case prot&ProtWrite != 0:
+			f |= VMAccount // charged once it may be written
+		case v.anonVMA == nil:
+			// Never faulted: nothing private to charge for, so the
+			// charge goes and the area may merge with read-only
+			// neighbours (mprotect_fixup, Linux 6.7).
+			f &^= VMAccount
 		}
 		return f
 	})
@@ -196,7 +206,7 @@ func (as *AddressSpace) Mprotect(addr, length uint32, prot Prot) error {
 // addr+size), splitting and re-merging around it. With stopAtHole it stops
 // at the first unmapped page (mprotect); otherwise it skips holes
 // (madvise). Either way a hole makes it return ErrNotMapped.
-func (as *AddressSpace) modifyFlags(addr, size uint32, stopAtHole bool, change func(VMFlags) VMFlags) error {
+func (as *AddressSpace) modifyFlags(addr, size uint32, stopAtHole bool, change func(*VMA) VMFlags) error {
 	end := uint64(addr) + uint64(size)
 	cursor := uint64(addr)
 	hole := false
@@ -208,7 +218,7 @@ func (as *AddressSpace) modifyFlags(addr, size uint32, stopAtHole bool, change f
 				return ErrNotMapped
 			}
 		}
-		nf := change(v.flags)
+		nf := change(v)
 		if nf != v.flags {
 			if uint64(v.start) < uint64(addr) {
 				v = as.split(v, addr)
@@ -268,6 +278,8 @@ const (
 //     zeroes, as with private anonymous memory on Linux.
 //   - MadvDontfork and MadvDofork set and clear VM_DONTCOPY: whether fork
 //     copies the area into the child.
+//   - MadvNormal changes nothing here (it clears the read-ahead hints
+//     VM_SEQ_READ and VM_RAND_READ, which no area has).
 //
 // Mapped parts of the range are advised even if the range has holes, and
 // the holes make the call return ErrNotMapped (ENOMEM), as on Linux.
@@ -280,11 +292,9 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 		return ErrInvalid
 	}
 	switch advice {
-	case MadvNormal:
-		return nil
 	case MadvDontneed:
 		return as.dontneed(addr, size)
-	case MadvDontfork, MadvDofork:
+	case MadvNormal, MadvDontfork, MadvDofork:
 		if size == 0 {
 			return nil
 		}
@@ -293,11 +303,16 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 		if as.exited {
 			return ErrExited
 		}
-		return as.modifyFlags(addr, size, false, func(f VMFlags) VMFlags {
-			if advice == MadvDontfork {
-				return f | VMDontCopy
+		return as.modifyFlags(addr, size, false, func(v *VMA) VMFlags {
+			switch advice {
+			case MadvDontfork:
+				return v.flags | VMDontCopy
+			case MadvDofork:
+				return v.flags &^ VMDontCopy
 			}
-			return f &^ VMDontCopy
+			// MADV_NORMAL clears read-ahead hints, which anonymous
+			// areas here never have; its walk still reports holes.
+			return v.flags
 		})
 	}
 	return ErrInvalid

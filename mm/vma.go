@@ -55,6 +55,9 @@ const (
 	ProtRead  Prot = 1
 	ProtWrite Prot = 2
 	ProtExec  Prot = 4
+	// ProtSem (PROT_SEM) asks for memory atomic operations work on: all
+	// memory here, so it changes nothing, as on ARM Linux.
+	ProtSem Prot = 8
 )
 
 func (p Prot) vmFlags() VMFlags { return VMFlags(p) & vmAccessFlags } // same bit values

@@ -43,6 +43,17 @@
 //	                        degree counter of one fork family
 //	      LRU / phys locks  (mm/phys's zone lock)
 //
+// Manager.mu guards the PID registry alone. It is a leaf: Exit takes it
+// under its mmap lock to unregister, and nothing takes another lock while
+// holding it (Check and Stats copy the registry first, then lock spaces).
+//
+// The Swap hooks run under these locks: Dup and Free with a page-table
+// lock held (fork copying swap PTEs holds the parent's and the child's;
+// try_to_unmap, zap and a swap-in's release hold the one space's), and
+// Count with one held (smaps), so none of the three may wait for I/O or
+// memory. In runs with only the mmap lock held for reading, the
+// page-table lock dropped: it may wait for I/O and allocate.
+//
 // Page allocation may enter reclaim, which walks page tables, so nothing
 // allocates from phys with a page-table lock held: faults drop it around
 // the allocation and check the PTE again after (pte_same), and tables are

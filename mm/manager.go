@@ -12,6 +12,11 @@ import (
 
 // Swap is what mm needs from a swap device for the swap PTEs it keeps:
 // the reclaim code that owns the device installs it.
+//
+// The hooks are called under mm's locks (see the package doc): Dup, Free
+// and Count with a page-table lock held, so they must not wait for I/O or
+// memory (a short lock of their own is fine); In with only the mmap lock
+// held, so it may do both.
 type Swap interface {
 	// Dup takes a reference on a slot for a new swap PTE: fork copied one,
 	// or try_to_unmap installed one (swap_duplicate).

@@ -21,6 +21,10 @@ type RAMSwap struct {
 type slot struct {
 	data  [pgtable.PageSize]byte
 	count int
+	// written is closed once the slot holds its page's data: a swap-in
+	// of a slot reclaim has not written yet waits for it, as a fault
+	// waits on the page in the swap cache while it is written out.
+	written chan struct{}
 }
 
 // NewRAMSwap returns an empty device that allocates swapped-in pages from pool.
@@ -28,20 +32,51 @@ func NewRAMSwap(pool *phys.Pool) *RAMSwap {
 	return &RAMSwap{Pool: pool, slots: map[uint32]*slot{}}
 }
 
-// Store copies the page at pfn to a new slot with one reference (the swap
-// cache's) and returns its entry.
-func (s *RAMSwap) Store(pfn phys.PFN) (pgtable.SwapEntry, error) {
-	b, err := s.Pool.Frame(pfn)
-	if err != nil {
-		return pgtable.SwapEntry{}, err
-	}
+// Alloc takes a new slot with one reference, the swap cache's
+// (folio_alloc_swap); Writeback fills it. Reclaim allocates the slot,
+// replaces the page's PTEs with it, and only then writes the page out,
+// when no PTE can change the page any more.
+func (s *RAMSwap) Alloc() pgtable.SwapEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.next++
-	sl := &slot{count: 1}
+	s.slots[s.next] = &slot{count: 1, written: make(chan struct{})}
+	return pgtable.SwapEntry{Type: 0, Offset: s.next}
+}
+
+// Writeback copies the page at pfn to the slot e, which the caller holds a
+// reference on (swap_writepage).
+func (s *RAMSwap) Writeback(e pgtable.SwapEntry, pfn phys.PFN) error {
+	b, err := s.Pool.Frame(pfn)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl, err := s.lookup(e)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-sl.written:
+		return fmt.Errorf("ramswap: %v written twice", e)
+	default:
+	}
 	copy(sl.data[:], b)
-	s.slots[s.next] = sl
-	return pgtable.SwapEntry{Type: 0, Offset: s.next}, nil
+	close(sl.written)
+	return nil
+}
+
+// Store copies the page at pfn to a new slot with one reference (the swap
+// cache's) and returns its entry: Alloc and Writeback at once, for a
+// caller that nothing else races with.
+func (s *RAMSwap) Store(pfn phys.PFN) (pgtable.SwapEntry, error) {
+	e := s.Alloc()
+	if err := s.Writeback(e, pfn); err != nil {
+		s.Free(e)
+		return pgtable.SwapEntry{}, err
+	}
+	return e, nil
 }
 
 // Slots is the number of slots in use.
@@ -101,6 +136,7 @@ func (s *RAMSwap) In(e pgtable.SwapEntry) (phys.PFN, error) {
 	if err != nil {
 		return 0, err
 	}
+	<-sl.written
 	pfn, err := s.Pool.AllocPage(phys.User &^ phys.Zeroed)
 	if err != nil {
 		return 0, err

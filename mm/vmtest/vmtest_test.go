@@ -80,6 +80,25 @@ func TestModel(t *testing.T) {
 	require.Greater(t, total.MaxPages, int64(64), "the streams should build up real memory use")
 }
 
+// TestConcurrentModel runs the model's operations in a fork family's
+// spaces at once, with reclaimers swapping out and aging their pages
+// through the rmap (RunConcurrent). It is written for -race, which make
+// test runs it under.
+func TestConcurrentModel(t *testing.T) {
+	for seed := int64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			mgr, swap, pool := newManager(t, 4)
+			st, err := RunConcurrent(mgr, swap, seed, ConcurrentConfig{Spaces: 4, Steps: concurrentSteps, Reclaimers: 2})
+			require.NoError(t, err, "seed %d", seed)
+			finish(t, mgr, pool)
+			t.Logf("concurrent model: %d steps, ops %v", st.Steps, st.Ops)
+			for _, op := range []string{"mmap", "munmap", "mprotect", "madvise", "write", "read", "reclaim"} {
+				require.NotZero(t, st.Ops[op], op)
+			}
+		})
+	}
+}
+
 // shortModelSteps is long enough for every operation to meet every other
 // many times over (fork after swap-out, COW after mprotect, ...).
 const shortModelSteps = 1 << 15

@@ -346,6 +346,16 @@ func (p *Pool) freeLast(i uint32, order int) error {
 	if mc := pg.MapCount(); mc != 0 {
 		return fmt.Errorf("phys: bad page state freeing %v: still mapped %d times", p.pfn(i), mc)
 	}
+	if flags&PGHead != 0 {
+		if !p.largeCountsZero(i, order) {
+			return fmt.Errorf("phys: bad page state freeing %v: still mapped whole", p.pfn(i))
+		}
+		for k := uint32(1); k < 1<<order; k++ {
+			if mc := p.pages[i+k].MapCount(); mc != 0 {
+				return fmt.Errorf("phys: bad page state freeing %v: frame %d still mapped %d times", p.pfn(i), k, mc)
+			}
+		}
+	}
 	p.mu.Lock()
 	if atomic.LoadInt32(&pg.refcount) != 1 {
 		p.mu.Unlock()
@@ -394,6 +404,7 @@ func (p *Pool) destroyCompound(i uint32, order int) {
 		t := &p.pages[i+k]
 		t.flags = 0
 		t.head = 0
+		t.refcount = 0
 		t.Mapping, t.Index, t.Private = nil, 0, 0
 	}
 }
@@ -407,40 +418,119 @@ func (p *Pool) CompoundHead(f PFN) PFN {
 	return p.pfn(pg.head - 1)
 }
 
-// SplitCompound turns the compound page at head into 2^order independent
-// frames (what a huge page split needs). Each frame keeps the head's
-// reference count and map count (a huge mapping maps every frame), the
-// head's page-state flags and Mapping, and Index advanced by its offset.
-// The caller must hold the page so that no one else gets or puts it
-// meanwhile (Linux freezes the reference count for this).
-func (p *Pool) SplitCompound(head PFN) error {
-	if !p.Contains(head) {
-		return fmt.Errorf("phys: split %v: %w", head, ErrRange)
+// Large map counts. A compound page that mm maps whole keeps two counters
+// beside its frames' own map counts: how many huge entries map it whole
+// (Linux's folio->_entire_mapcount) and how many of its frames are mapped
+// by at least one small entry, plus EntirelyMapped while any huge entry
+// maps it (folio->_nr_pages_mapped). As in Linux, where struct folio
+// overlays the first tail pages, they live in the reference count words of
+// the first and second tails, which tails never use otherwise. phys only
+// sees that they are zero when the page is freed or split.
+
+// EntirelyMapped is added to PagesMapped while any huge entry maps the
+// compound page (Linux's ENTIRELY_MAPPED).
+const EntirelyMapped = 0x800000
+
+// LargeCounts are a compound page's two large map counts.
+type LargeCounts struct{ entire, pagesMapped *int32 }
+
+// LargeCounts returns the large map counts of the compound page at head,
+// or false if head is not the head of one of order 2 or more.
+func (p *Pool) LargeCounts(head PFN) (LargeCounts, bool) {
+	pg := p.Page(head)
+	if pg == nil || !pg.Test(PGHead) || pg.order < 2 {
+		return LargeCounts{}, false
 	}
+	i := p.index(head)
+	return LargeCounts{&p.pages[i+1].refcount, &p.pages[i+2].refcount}, true
+}
+
+// Entire is the number of huge entries mapping the page.
+func (c LargeCounts) Entire() int32 { return atomic.LoadInt32(c.entire) }
+
+// AddEntire adds d to Entire and returns the new value.
+func (c LargeCounts) AddEntire(d int32) int32 { return atomic.AddInt32(c.entire, d) }
+
+// PagesMapped is the number of frames mapped by a small entry, plus
+// EntirelyMapped while Entire is not zero.
+func (c LargeCounts) PagesMapped() int32 { return atomic.LoadInt32(c.pagesMapped) }
+
+// AddPagesMapped adds d to PagesMapped and returns the new value.
+func (c LargeCounts) AddPagesMapped(d int32) int32 { return atomic.AddInt32(c.pagesMapped, d) }
+
+// largeCountsZero reports whether the compound page at i is mapped by no
+// huge entry and has no frame counted as mapped.
+func (p *Pool) largeCountsZero(i uint32, order int) bool {
+	return order < 2 || atomic.LoadInt32(&p.pages[i+1].refcount) == 0 && atomic.LoadInt32(&p.pages[i+2].refcount) == 0
+}
+
+// SplitCompound turns the compound page holding f into 2^order
+// independent frames (split_huge_page_to_list_to_order): what reclaim does
+// to a huge page it cannot keep whole, and what frees the unmapped part of
+// a partly unmapped one.
+//
+// The caller holds refs references to the page and has made sure nothing
+// else can take or drop one meanwhile (Linux freezes the count): every
+// other reference must be a mapping, so the count must be exactly refs
+// plus the frames' map counts, and no huge entry may map it. Afterwards
+// each frame holds its own mappings' references, f holds the caller's as
+// well, and every frame left with none is freed. Each frame keeps the
+// head's page-state flags (f alone keeps the page lock), its Mapping, and
+// Index advanced by its offset.
+func (p *Pool) SplitCompound(f PFN, refs int32) error {
+	if !p.Contains(f) {
+		return fmt.Errorf("phys: split %v: %w", f, ErrRange)
+	}
+	head := p.CompoundHead(f)
 	i := uint32(head - p.base)
 	hp := &p.pages[i]
 	if !hp.Test(PGHead) {
-		return fmt.Errorf("phys: split %v: not a compound head (flags %v)", head, hp.Flags())
+		return fmt.Errorf("phys: split %v: not part of a compound page (flags %v)", f, hp.Flags())
 	}
 	order := int(hp.order)
-	inherit := hp.Flags() &^ (PGHead | PGLRU | PGLocked)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	ref, maps := hp.RefCount(), hp.MapCount()
-	for k := uint32(1); k < 1<<order; k++ {
+	maps := int32(0)
+	for k := uint32(0); k < 1<<order; k++ {
+		maps += p.pages[i+k].MapCount()
+	}
+	switch ref := hp.RefCount(); {
+	case !p.largeCountsZero(i, order):
+		p.mu.Unlock()
+		return fmt.Errorf("phys: split %v: still mapped whole", head)
+	case refs < 1 || ref != maps+refs:
+		p.mu.Unlock()
+		return fmt.Errorf("phys: split %v: %d references, want %d for %d mappings and the caller's %d", head, ref, maps+refs, maps, refs)
+	}
+	inherit := hp.Flags() &^ (PGHead | PGLRU | PGLocked)
+	locked := hp.Flags() & PGLocked
+	var free []uint32
+	for k := uint32(0); k < 1<<order; k++ {
 		t := &p.pages[i+k]
-		t.head = 0
-		t.order = 0
-		t.mt = hp.mt
+		t.head, t.order, t.mt = 0, 0, hp.mt
 		t.Mapping, t.Index = hp.Mapping, hp.Index+uint64(k)
-		atomic.StoreInt32(&t.mapcount, maps)
+		ref := t.MapCount()
+		fl := inherit
+		if p.pfn(i+k) == f {
+			ref += refs
+			fl |= locked
+		}
+		if ref == 0 {
+			// Unreferenced: the splitter frees it, with the one
+			// reference put drops.
+			ref = 1
+			free = append(free, i+k)
+		}
 		atomic.StoreInt32(&t.refcount, ref)
-		atomic.StoreUint32(&t.flags, uint32(inherit))
+		atomic.StoreUint32(&t.flags, uint32(fl))
 	}
 	if inherit&PGPfmemalloc != 0 {
 		p.stat.NrPfmemalloc += 1<<order - 1
 	}
-	hp.order = 0
-	hp.Clear(PGHead)
+	p.mu.Unlock()
+	for _, k := range free {
+		if err := p.put(k, 0); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -223,22 +223,22 @@ func (h *harness) release(k int) {
 	h.held = h.held[:len(h.held)-1]
 }
 
-// split splits a compound allocation into single frames, each inheriting
-// the head's references.
+// split splits a compound allocation, all its references held through
+// its head: the head keeps them, every other frame is freed.
 func (h *harness) split(k int) {
 	a := h.held[k]
-	if err := h.p.SplitCompound(a.pfn); err != nil {
+	if err := h.p.SplitCompound(a.pfn, int32(a.refs)); err != nil {
 		h.fatalf("split %v: %v", a.pfn, err)
 	}
-	h.held[k] = h.held[len(h.held)-1]
-	h.held = h.held[:len(h.held)-1]
-	for j := 0; j < 1<<a.order; j++ {
-		f := a.pfn + PFN(j)
-		if pg := h.p.Page(f); pg.RefCount() != int32(a.refs) || pg.Order() != 0 || pg.Compound() {
-			h.fatalf("after split, %v has refcount %d order %d flags %v", f, pg.RefCount(), pg.Order(), pg.Flags())
-		}
-		h.held = append(h.held, allocation{pfn: f, refs: a.refs, fill: a.fill})
+	if pg := h.p.Page(a.pfn); pg.RefCount() != int32(a.refs) || pg.Order() != 0 || pg.Compound() {
+		h.fatalf("after split, %v has refcount %d order %d flags %v", a.pfn, pg.RefCount(), pg.Order(), pg.Flags())
 	}
+	i := int(a.pfn - h.p.Start())
+	for j := i + 1; j < i+1<<a.order; j++ {
+		h.used[j] = false
+	}
+	h.nused -= 1<<a.order - 1
+	h.held[k].order = 0
 }
 
 // badFree tries frees that must be refused, and checks they changed

@@ -128,28 +128,52 @@ func TestCompoundAndSplit(t *testing.T) {
 	assert.Equal(t, int32(1), hp.RefCount())
 	assert.Error(t, p.Free(head+1, 0), "a tail is not an allocation of order 0")
 
+	// Mapped whole, it cannot be split, nor freed.
+	lc, ok := p.LargeCounts(head)
+	require.True(t, ok)
+	lc.AddEntire(1)
+	assert.Error(t, p.SplitCompound(head, 1), "mapped whole")
+	assert.Error(t, p.Put(head), "freed while mapped whole")
+	assert.Equal(t, int32(1), hp.RefCount())
+	require.NoError(t, p.Check())
+	lc.AddEntire(-1)
+
+	// Frames 3 and 200 mapped once each, the caller's reference taken
+	// through frame 3: the split leaves frame 3 two references, frame 200
+	// one, and frees every other frame.
 	hp.Mapping, hp.Index = "anon_vma", 100
-	hp.Set(PGDirty | PGSwapBacked)
-	hp.IncMapCount()
-	require.NoError(t, p.SplitCompound(head))
-	for k := PFN(0); k < 1<<HugeOrder; k++ {
+	hp.Set(PGDirty | PGSwapBacked | PGLocked)
+	for _, k := range []PFN{3, 200} {
+		p.Page(head + k).IncMapCount()
+		require.NoError(t, p.Get(head+k))
+	}
+	assert.Error(t, p.SplitCompound(head+3, 2), "the count must be exactly the mappings and the caller's")
+	free := p.FreeFrames()
+	require.NoError(t, p.SplitCompound(head+3, 1))
+	assert.Equal(t, free+1<<HugeOrder-2, p.FreeFrames(), "the unmapped frames are freed")
+	for _, k := range []PFN{3, 200} {
 		pg := p.Page(head + k)
-		assert.Equal(t, PGDirty|PGSwapBacked, pg.Flags(), "frame %d", k)
-		assert.Equal(t, int32(1), pg.RefCount())
+		want := PGDirty | PGSwapBacked
+		if k == 3 {
+			want |= PGLocked
+		}
+		assert.Equal(t, want, pg.Flags(), "frame %d", k)
+		assert.Equal(t, int32(1)+int32(b2i(k == 3)), pg.RefCount())
 		assert.Equal(t, int32(1), pg.MapCount())
 		assert.Equal(t, "anon_vma", pg.Mapping)
 		assert.Equal(t, uint64(100)+uint64(k), pg.Index)
 	}
 	require.NoError(t, p.Check())
-	for k := PFN(0); k < 1<<HugeOrder; k++ {
-		pg := p.Page(head + k)
+	p.Page(head + 3).Clear(PGLocked)
+	require.NoError(t, p.Put(head+3))
+	for _, k := range []PFN{3, 200} {
 		assert.Error(t, p.Free(head+k, 0), "still mapped")
-		pg.DecMapCount()
+		p.Page(head + k).DecMapCount()
 		require.NoError(t, p.Free(head+k, 0))
 	}
 	require.NoError(t, p.Check())
 	assert.Equal(t, uint64(p.Frames()), p.FreeFrames())
-	assert.Error(t, p.SplitCompound(head), "a free frame is not a compound head")
+	assert.Error(t, p.SplitCompound(head, 1), "a free frame is not a compound head")
 }
 
 func TestBadFreesChangeNothing(t *testing.T) {
@@ -275,4 +299,11 @@ func TestPutRefs(t *testing.T) {
 	assert.Equal(t, free, p.FreeFrames())
 	require.Error(t, p.PutRefs(f, 1))
 	require.NoError(t, p.Check())
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

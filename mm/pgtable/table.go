@@ -73,6 +73,11 @@ type Table struct {
 	pairs [pairsInTable]*[PageSize]byte
 	pfns  [pairsInTable]phys.PFN
 
+	// deposited marks the sections that have a table page put aside for
+	// their split (Linux's pgtable_trans_huge_deposit): the pair's table
+	// page, kept allocated while either of its sections has a mark.
+	deposited [WindowSections / 64]uint64
+
 	pages int // frames in use: the root block and table pages
 }
 
@@ -219,7 +224,7 @@ func (t *Table) Set(va uint32, p PTE) {
 	u := t.used(pair)
 	if p.None() {
 		*u -= 1 << (half * 32)
-		if *u == 0 {
+		if *u == 0 && !t.pairDeposited(pair) {
 			t.release(pair)
 		}
 	} else {
@@ -306,6 +311,7 @@ func (t *Table) Destroy() error {
 	}
 	err := t.pool.Put(t.root)
 	t.l1, t.sl1, t.pages = nil, nil, 0
+	t.deposited = [len(t.deposited)]uint64{}
 	return err
 }
 
@@ -328,6 +334,9 @@ func (t *Table) Check() error {
 			return fmt.Errorf("pgtable: L1 entry for %#08x is %v, want %v", va, got, want)
 		}
 		pg := t.pairs[pair]
+		if t.Deposited(va) && pg == nil {
+			return fmt.Errorf("pgtable: section at %#08x has a deposit but no table page", va)
+		}
 		if pg == nil {
 			continue
 		}
@@ -348,17 +357,118 @@ func (t *Table) Check() error {
 		if got := halfCount(*t.used(pair), half); got != n {
 			return fmt.Errorf("pgtable: table for %#08x counts %d entries, has %d", va, got, n)
 		}
-		if half == 1 && *t.used(pair) == 0 {
+		if half == 1 && *t.used(pair) == 0 && !t.pairDeposited(pair) {
 			return fmt.Errorf("pgtable: empty table page for %#08x was not freed", va)
 		}
 	}
 	return nil
 }
 
-// Trim frees va's table page if no entry in it is in use: for a caller
-// that populated a table and then could not fill it.
+// Trim frees va's table page if no entry in it is in use and no section
+// of the pair has it deposited: for a caller that populated a table and
+// then could not fill it.
 func (t *Table) Trim(va uint32) {
-	if pair := l1Index(va) >> 1; t.pairs[pair] != nil && *t.used(pair) == 0 {
+	if pair := l1Index(va) >> 1; t.pairs[pair] != nil && *t.used(pair) == 0 && !t.pairDeposited(pair) {
 		t.release(pair)
+	}
+}
+
+// Huge mappings and their deposited tables.
+//
+// A section that maps a huge page must be splittable into 256 small pages
+// at any time, and splitting happens where nothing may allocate (inside
+// reclaim, under the page-table lock). So, as Linux deposits a page table
+// with every huge PMD (pgtable_trans_huge_deposit), the fault that maps a
+// huge page first deposits its section: the pair's table page is made to
+// exist and is kept while the mark stays. SplitSection consumes the
+// deposit; Withdraw gives it back when the huge mapping goes away whole.
+// At rest, the owner keeps a mark on exactly the sections it maps huge.
+
+func (t *Table) depositBit(i uint32) (*uint64, uint64) { return &t.deposited[i/64], 1 << (i % 64) }
+
+// Deposited reports whether va's section has a table page deposited.
+func (t *Table) Deposited(va uint32) bool {
+	w, b := t.depositBit(l1Index(va))
+	return *w&b != 0
+}
+
+func (t *Table) pairDeposited(pair uint32) bool {
+	w, b := t.depositBit(pair * 2)
+	return *w&(b|b<<1) != 0
+}
+
+// Deposit sets a table page aside for splitting va's section later. mu is
+// the owner's lock, dropped around the allocation as in Populate. The
+// section must be empty, and is still empty on success; if a section was
+// mapped there meanwhile, Deposit fails and changes nothing.
+func (t *Table) Deposit(va uint32, mu sync.Locker) error {
+	if !InWindow(va) {
+		return fmt.Errorf("pgtable: %#08x is outside the task window", va)
+	}
+	if t.Section(va) != 0 {
+		return fmt.Errorf("pgtable: deposit at %#08x: already a section", va)
+	}
+	if err := t.Populate(va, mu); err != nil {
+		return err
+	}
+	w, b := t.depositBit(l1Index(va))
+	*w |= b
+	return nil
+}
+
+// Withdraw takes the deposit of va's section back, freeing the table page
+// if nothing else keeps it (zap_huge_pmd's pte_free of the withdrawn
+// table).
+func (t *Table) Withdraw(va uint32) {
+	w, b := t.depositBit(l1Index(va))
+	*w &^= b
+	t.Trim(va)
+}
+
+// SplitSection replaces va's huge mapping by 256 small ones in the table
+// page deposited for it (__split_huge_pmd_locked): pte(i) is the entry of
+// the section's i-th page, each present. It allocates nothing.
+func (t *Table) SplitSection(va uint32, pte func(i uint32) PTE) error {
+	i := l1Index(va)
+	pg, pair, half := t.pairs[i>>1], i>>1, i&1
+	switch {
+	case !InWindow(va) || !t.Section(va).Present():
+		return fmt.Errorf("pgtable: split at %#08x: no huge mapping", va)
+	case !t.Deposited(va) || pg == nil:
+		return fmt.Errorf("pgtable: split at %#08x: no table deposited", va)
+	case halfCount(*t.used(pair), half) != 0:
+		return fmt.Errorf("pgtable: split at %#08x: small pages beside the section", va)
+	}
+	var ptes [PTEsPerTable]PTE
+	for k := range ptes {
+		if ptes[k] = pte(uint32(k)); !ptes[k].Present() {
+			return fmt.Errorf("pgtable: split at %#08x: entry %d is %v, not present", va, k, ptes[k])
+		}
+	}
+	base := half * PTEsPerTable
+	for k, p := range ptes {
+		put32(pg[:], base+uint32(k), uint32(p))
+		put32(pg[:], base+uint32(k)+2*PTEsPerTable, uint32(p.HardwarePTE()))
+	}
+	*t.used(pair) += PTEsPerTable << (half * 32)
+	w, b := t.depositBit(i)
+	*w &^= b
+	put32(t.sl1, i, 0)
+	put32(t.l1, i, uint32(userTable(uint32(t.pfns[pair].Addr())+hwOffset+half*tableHalf)))
+	return nil
+}
+
+// RangeSections calls fn for every non-empty section entry in [start,
+// end), with the section's base address, in address order. fn may change
+// the entry it is given; it returns false to stop.
+func (t *Table) RangeSections(start, end uint32, fn func(va uint32, p PTE) bool) {
+	start, end = max(start, WindowStart), min(end, WindowEnd)
+	if start >= end {
+		return
+	}
+	for i := l1Index(start); i <= l1Index(end-1); i++ {
+		if p := PTE(get32(t.sl1, i)); p != 0 && !fn(WindowStart+i<<SectionShift, p) {
+			return
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package mm
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"yolk/mm/pgtable"
@@ -33,7 +34,7 @@ func (m *Manager) Check() error {
 		as.mmapLock.RLock()
 		defer as.mmapLock.RUnlock()
 	}
-	c := &checker{m: m, mapped: map[phys.PFN][]mapped{}, avs: map[*anonVMA]*avState{}}
+	c := &checker{m: m, mapped: map[phys.PFN][]mapped{}, huge: map[phys.PFN][]mapped{}, avs: map[*anonVMA]*avState{}}
 	for _, as := range spaces {
 		if err := c.space(as); err != nil {
 			return fmt.Errorf("mm check: pid %d: %w", as.pid, err)
@@ -50,7 +51,8 @@ func (m *Manager) Check() error {
 
 type checker struct {
 	m      *Manager
-	mapped map[phys.PFN][]mapped
+	mapped map[phys.PFN][]mapped // small PTEs, by frame
+	huge   map[phys.PFN][]mapped // sections, by compound head
 	avs    map[*anonVMA]*avState
 	avcs   int64
 }
@@ -81,11 +83,45 @@ func (c *checker) space(as *AddressSpace) error {
 	if err := as.pt.Check(); err != nil {
 		return err
 	}
-	var inVMAs, rss, swp, zero int64
+	var inVMAs, rss, swp, zero, hugeZero, sections int64
 	var perr error
 	for v := as.head; v != nil && perr == nil; v = v.next {
 		if err := c.chain(v); err != nil {
 			return fmt.Errorf("%v: %w", v, err)
+		}
+		as.pt.RangeSections(v.start, v.end, func(haddr uint32, sec pgtable.PTE) bool {
+			sections++
+			switch {
+			case !sec.Present():
+				perr = fmt.Errorf("section %#08x: %v is not a present huge mapping", haddr, sec)
+			case haddr < v.start || uint64(haddr)+pgtable.SectionSize > uint64(v.end):
+				perr = fmt.Errorf("section %#08x sticks out of %v", haddr, v)
+			case !as.pt.Deposited(haddr):
+				perr = fmt.Errorf("section %#08x has no table deposited for its split", haddr)
+			case isHugeZero(sec):
+				hugeZero++
+				if sec.PA() != c.m.hugeZeroPA.Load() || sec.Has(pgtable.Write) {
+					perr = fmt.Errorf("section %#08x: special %v is not the read-only huge zero page", haddr, sec)
+				}
+			default:
+				rss += hugeNr
+				head := phys.PFN(sec.PA() >> pgtable.PageShift)
+				if pg := c.m.pool.Page(head); pg == nil || !pg.Test(phys.PGHead) || pg.Order() != phys.HugeOrder {
+					perr = fmt.Errorf("section %#08x: %v does not map an order-%d compound page", haddr, sec, phys.HugeOrder)
+					return false
+				}
+				c.huge[head] = append(c.huge[head], mapped{as, haddr, v})
+			}
+			if sec.Has(pgtable.Write) && v.flags&VMWrite == 0 {
+				perr = fmt.Errorf("section %#08x: writable %v in %v", haddr, sec, v)
+			}
+			if sec.Has(pgtable.Exec) != (v.flags&VMExec != 0) || sec.Has(pgtable.NoAccess) != (v.flags&vmAccessFlags == 0) || !sec.Has(pgtable.User) {
+				perr = fmt.Errorf("section %#08x: %v does not carry %v's permissions", haddr, sec, v)
+			}
+			return perr == nil
+		})
+		if perr != nil {
+			break
 		}
 		as.pt.Range(v.start, v.end, func(va uint32, pte pgtable.PTE) bool {
 			inVMAs++
@@ -119,11 +155,21 @@ func (c *checker) space(as *AddressSpace) error {
 	if perr != nil {
 		return perr
 	}
-	var all int64
+	var all, allSections int64
 	as.pt.Range(pgtable.WindowStart, pgtable.WindowEnd, func(uint32, pgtable.PTE) bool { all++; return true })
+	as.pt.RangeSections(pgtable.WindowStart, pgtable.WindowEnd, func(uint32, pgtable.PTE) bool { allSections++; return true })
+	for va := pgtable.WindowStart; va < pgtable.WindowEnd; va += pgtable.SectionSize {
+		if as.pt.Deposited(va) != as.pt.Section(va).Present() {
+			return fmt.Errorf("section %#08x: deposit %v beside section entry %v", va, as.pt.Deposited(va), as.pt.Section(va))
+		}
+	}
 	switch {
 	case all != inVMAs:
 		return fmt.Errorf("%d PTEs lie outside every VMA", all-inVMAs)
+	case allSections != sections:
+		return fmt.Errorf("%d sections lie outside every VMA", allSections-sections)
+	case hugeZero != as.hugeZeroMapped:
+		return fmt.Errorf("huge zero page counter %d, sections map it %d times", as.hugeZeroMapped, hugeZero)
 	case rss != as.rss:
 		return fmt.Errorf("rss counter %d, PTEs map %d pages", as.rss, rss)
 	case swp != as.swapents:
@@ -210,73 +256,172 @@ func (c *checker) anonVMA(av *anonVMA) *avState {
 	return s
 }
 
+// pages checks every mapped page, small or compound, against the entries
+// found mapping it.
 func (c *checker) pages() error {
 	pool := c.m.pool
-	var buf []Mapping
-	for pfn, maps := range c.mapped {
-		pg := pool.Page(pfn)
-		av := anonVMAOf(pg)
-		switch {
-		case pg.MapCount() != int32(len(maps)):
-			return fmt.Errorf("%v: map count %d, mapped by %d PTEs", pfn, pg.MapCount(), len(maps))
-		case pg.RefCount() < pg.MapCount():
-			return fmt.Errorf("%v: %d references for %d mappings", pfn, pg.RefCount(), pg.MapCount())
-		case av == nil:
-			return fmt.Errorf("%v: mapped but not anonymous (Mapping %T)", pfn, pg.Mapping)
+	heads := map[phys.PFN]bool{}
+	for pfn := range c.mapped {
+		heads[pool.CompoundHead(pfn)] = true
+	}
+	for head := range c.huge {
+		heads[head] = true
+	}
+	var anon, thps int64
+	for head := range heads {
+		n, whole, err := c.page(head)
+		if err != nil {
+			return err
 		}
-		for _, mp := range maps {
-			v := mp.vma
-			if pg.Index != v.linearIndex(mp.addr) {
-				return fmt.Errorf("%v: Index %#x, but pid %d maps it at %#08x in %v", pfn, pg.Index, mp.as.pid, mp.addr, v)
-			}
-			inChain := false
-			for _, avc := range v.chain {
-				inChain = inChain || avc.av == av
-			}
-			if !inChain {
-				return fmt.Errorf("%v: anon_vma %d is not in the chain of %v (pid %d) that maps it", pfn, av.id, v, mp.as.pid)
-			}
-		}
-		// The rmap walk must find every PTE, and each once.
-		buf = c.m.rmapCandidates(pg, buf[:0])
-		for _, mp := range maps {
-			n := 0
-			for _, cand := range buf {
-				if cand.AS == mp.as && cand.Addr == mp.addr {
-					n++
-				}
-			}
-			switch n {
-			case 1:
-			case 0:
-				return fmt.Errorf("%v: rmap walk misses pid %d %#08x", pfn, mp.as.pid, mp.addr)
-			default:
-				return fmt.Errorf("%v: rmap walk visits pid %d %#08x %d times", pfn, mp.as.pid, mp.addr, n)
-			}
+		anon += n
+		if whole {
+			thps++
 		}
 	}
-	var anon int64
 	for pfn := pool.Start(); pfn < pool.End(); pfn++ {
 		if n := pool.Page(pfn).MapCount(); n != 0 {
 			if _, ok := c.mapped[pfn]; !ok {
 				return fmt.Errorf("%v: map count %d but no PTE maps it", pfn, n)
 			}
-			anon++
 		}
 	}
 	if got := c.m.nrAnonPages.Load(); got != anon {
-		return fmt.Errorf("AnonPages counter %d, %d pages are mapped", got, anon)
+		return fmt.Errorf("AnonPages counter %d, %d frames are mapped", got, anon)
+	}
+	if got := c.m.thp.nrAnonTHPs.Load(); got != thps {
+		return fmt.Errorf("AnonHugePages counter %d huge pages, %d are mapped whole", got, thps)
 	}
 	zero, err := pool.Frame(c.m.zeroPFN)
 	if err != nil {
 		return err
 	}
-	for i, b := range zero {
-		if b != 0 {
-			return fmt.Errorf("the zero page has %#02x at offset %d", b, i)
+	if i := nonZero(zero); i >= 0 {
+		return fmt.Errorf("the zero page has %#02x at offset %d", zero[i], i)
+	}
+	if c.m.hugeZeroPA.Load() != 0 {
+		b, err := pool.Block(c.m.hugeZeroPFN, phys.HugeOrder)
+		if err != nil {
+			return err
+		}
+		if i := nonZero(b); i >= 0 {
+			return fmt.Errorf("the huge zero page has %#02x at offset %d", b[i], i)
 		}
 	}
 	return nil
+}
+
+// nonZero returns the offset of the first byte of b that is not zero, or
+// -1, a word at a time.
+func nonZero(b []byte) int {
+	for i := 0; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != 0 {
+			for ; b[i] == 0; i++ {
+			}
+			return i
+		}
+	}
+	return -1
+}
+
+// page checks one page: a small one, or a compound page with its frames.
+// It returns how many frames count as mapped (AnonPages) and whether a
+// section maps it whole.
+func (c *checker) page(head phys.PFN) (int64, bool, error) {
+	pool := c.m.pool
+	hp := pool.Page(head)
+	av := anonVMAOf(hp)
+	lc, large := pool.LargeCounts(head)
+	nr := phys.PFN(1)
+	if large {
+		nr = hugeNr
+	}
+	if av == nil {
+		return 0, false, fmt.Errorf("%v: mapped but not anonymous (Mapping %T)", head, hp.Mapping)
+	}
+	maps := int32(0)
+	var framesMapped int64
+	for k := phys.PFN(0); k < nr; k++ {
+		ptes := c.mapped[head+k]
+		if got := pool.Page(head + k).MapCount(); got != int32(len(ptes)) {
+			return 0, false, fmt.Errorf("%v: map count %d, mapped by %d PTEs", head+k, got, len(ptes))
+		}
+		maps += int32(len(ptes))
+		if len(ptes) > 0 {
+			framesMapped++
+		}
+	}
+	sections := c.huge[head]
+	maps += int32(len(sections))
+	if large {
+		want := int32(framesMapped)
+		if len(sections) > 0 {
+			want += phys.EntirelyMapped
+		}
+		switch {
+		case lc.Entire() != int32(len(sections)):
+			return 0, false, fmt.Errorf("%v: entire map count %d, mapped by %d sections", head, lc.Entire(), len(sections))
+		case lc.PagesMapped() != want:
+			return 0, false, fmt.Errorf("%v: pages-mapped count %#x, want %#x", head, lc.PagesMapped(), want)
+		}
+		c.m.deferredMu.Lock()
+		_, queued := c.m.deferred[head]
+		c.m.deferredMu.Unlock()
+		if len(sections) == 0 && framesMapped > 0 && framesMapped < hugeNr && !queued {
+			return 0, false, fmt.Errorf("%v: %d of %d frames mapped, but not on the deferred split queue", head, framesMapped, hugeNr)
+		}
+	}
+	if hp.RefCount() < maps {
+		return 0, false, fmt.Errorf("%v: %d references for %d mappings", head, hp.RefCount(), maps)
+	}
+	var buf []rmapCand
+	buf = c.m.rmapCandidates(head, int(nr), buf)
+	found := func(mp mapped, huge bool, k phys.PFN) error {
+		v := mp.vma
+		if hp.Index+uint64(k) != v.linearIndex(mp.addr) {
+			return fmt.Errorf("%v: Index %#x, but pid %d maps frame %d at %#08x in %v", head, hp.Index, mp.as.pid, k, mp.addr, v)
+		}
+		inChain := false
+		for _, avc := range v.chain {
+			inChain = inChain || avc.av == av
+		}
+		if !inChain {
+			return fmt.Errorf("%v: anon_vma %d is not in the chain of %v (pid %d) that maps it", head, av.id, v, mp.as.pid)
+		}
+		// The rmap walk must find every mapping, and each once.
+		n := 0
+		for _, cand := range buf {
+			switch {
+			case cand.as != mp.as:
+			case huge && cand.base == mp.addr && cand.from == cand.base && cand.to-cand.from == pgtable.SectionSize:
+				n++
+			case !huge && cand.base+uint32(k)<<pgtable.PageShift == mp.addr && mp.addr >= cand.from && mp.addr < cand.to:
+				n++
+			}
+		}
+		switch n {
+		case 1:
+			return nil
+		case 0:
+			return fmt.Errorf("%v: rmap walk misses pid %d %#08x", head+k, mp.as.pid, mp.addr)
+		}
+		return fmt.Errorf("%v: rmap walk visits pid %d %#08x %d times", head+k, mp.as.pid, mp.addr, n)
+	}
+	for _, mp := range sections {
+		if err := found(mp, true, 0); err != nil {
+			return 0, false, err
+		}
+	}
+	for k := phys.PFN(0); k < nr; k++ {
+		for _, mp := range c.mapped[head+k] {
+			if err := found(mp, false, k); err != nil {
+				return 0, false, err
+			}
+		}
+	}
+	if len(sections) > 0 {
+		return hugeNr, true, nil
+	}
+	return framesMapped, false, nil
 }
 
 func (c *checker) anonVMAs() error {

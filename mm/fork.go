@@ -79,10 +79,21 @@ func (as *AddressSpace) copyPageRange(child *AddressSpace, v *VMA) error {
 	return nil
 }
 
-// copyPTEs is copy_pte_range with both page-table locks held.
+// copyPTEs is copy_pmd_range and copy_pte_range with both page-table
+// locks held; the child's table page for the range exists.
 func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 	pool := as.mgr.pool
 	var err error
+	as.pt.RangeSections(start, end, func(haddr uint32, sec pgtable.PTE) bool {
+		if !sec.Present() {
+			return true
+		}
+		err = as.copyHugePMD(child, haddr, sec)
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
 	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
 		switch {
 		case pte.IsSwap():
@@ -97,7 +108,7 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 			if err = pool.Get(pfn); err != nil {
 				return false
 			}
-			pool.Page(pfn).IncMapCount()
+			as.mgr.addRmapPTE(pfn)
 			child.rss++
 			if pte.Has(pgtable.Write) {
 				pte = pte.Without(pgtable.Write)
@@ -109,6 +120,34 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 		return true
 	})
 	return err
+}
+
+// copyHugePMD is copy_huge_pmd: the child maps the same compound page
+// (or the huge zero page) with a section of its own, in a table page
+// deposited for it; both sides lose write permission, and the child's
+// entry is old.
+func (as *AddressSpace) copyHugePMD(child *AddressSpace, haddr uint32, sec pgtable.PTE) error {
+	if err := child.pt.Deposit(haddr, &child.ptl); err != nil {
+		return err
+	}
+	if isHugeZero(sec) {
+		child.setSection(haddr, sec)
+		child.hugeZeroMapped++
+		return nil
+	}
+	head := phys.PFN(sec.PA() >> pgtable.PageShift)
+	if err := as.mgr.pool.Get(head); err != nil {
+		child.pt.Withdraw(haddr)
+		return err
+	}
+	as.mgr.addRmapPMD(head)
+	if sec.Has(pgtable.Write) {
+		sec = sec.Without(pgtable.Write)
+		as.setSection(haddr, sec)
+	}
+	child.setSection(haddr, sec.Without(pgtable.Young))
+	child.rss += hugeNr
+	return nil
 }
 
 // Exit tears the address space down (exit_mmap): every page and swap slot

@@ -1,13 +1,21 @@
 package mm
 
+import (
+	"yolk/mm/pgtable"
+	"yolk/mm/phys"
+)
+
 // Advice values, with Linux's numbers.
 type Advice int
 
 const (
-	MadvNormal   Advice = 0
-	MadvDontneed Advice = 4
-	MadvDontfork Advice = 10
-	MadvDofork   Advice = 11
+	MadvNormal     Advice = 0
+	MadvDontneed   Advice = 4
+	MadvFree       Advice = 8
+	MadvDontfork   Advice = 10
+	MadvDofork     Advice = 11
+	MadvHugepage   Advice = 14
+	MadvNohugepage Advice = 15
 )
 
 // Madvise gives advice about [addr, addr+length) (madvise(2)):
@@ -16,6 +24,14 @@ const (
 //     zeroes, as with private anonymous memory on Linux.
 //   - MadvDontfork and MadvDofork set and clear VM_DONTCOPY: whether fork
 //     copies the area into the child.
+//   - MadvFree frees the range's pages lazily (seed 003): they stay mapped
+//     and keep their data, but reclaim may discard them instead of
+//     swapping them, unless they are written again first; a read then
+//     sees either the old data or, once discarded, zeroes. A huge page
+//     wholly in the range stays whole.
+//   - MadvHugepage and MadvNohugepage set VM_HUGEPAGE or VM_NOHUGEPAGE:
+//     whether faults may take huge pages under the "madvise" policy, or
+//     never.
 //   - MadvNormal changes nothing here (it clears the read-ahead hints
 //     VM_SEQ_READ and VM_RAND_READ, which no area has).
 //
@@ -32,7 +48,9 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 	switch advice {
 	case MadvDontneed:
 		return as.dontneed(addr, size)
-	case MadvNormal, MadvDontfork, MadvDofork:
+	case MadvFree:
+		return as.free(addr, size)
+	case MadvNormal, MadvDontfork, MadvDofork, MadvHugepage, MadvNohugepage:
 		if size == 0 {
 			return nil
 		}
@@ -47,6 +65,10 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 				return v.flags | VMDontCopy
 			case MadvDofork:
 				return v.flags &^ VMDontCopy
+			case MadvHugepage:
+				return v.flags&^VMNoHugepage | VMHugepage
+			case MadvNohugepage:
+				return v.flags&^VMHugepage | VMNoHugepage
 			}
 			// MADV_NORMAL clears read-ahead hints, which anonymous
 			// areas here never have; its walk still reports holes.
@@ -87,4 +109,278 @@ func (as *AddressSpace) dontneed(addr, size uint32) error {
 		err = ErrNotMapped
 	}
 	return err
+}
+
+// free is MADV_FREE (madvise_free_single_vma), under the mmap lock held
+// for reading. Holes make it return ErrNotMapped after advising the rest.
+func (as *AddressSpace) free(addr, size uint32) error {
+	if size == 0 {
+		return nil
+	}
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	if as.exited {
+		return ErrExited
+	}
+	end := uint64(addr) + uint64(size)
+	cursor := uint64(addr)
+	var err error
+	for v := as.findVMA(addr); v != nil && uint64(v.start) < end; v = v.next {
+		if uint64(v.start) > cursor {
+			err = ErrNotMapped
+		}
+		as.freeRange(max(v.start, addr), uint32(min(uint64(v.end), end)))
+		cursor = uint64(v.end)
+	}
+	if cursor < end {
+		err = ErrNotMapped
+	}
+	return err
+}
+
+// freeRange frees [start, end) of one area lazily (madvise_free_pmd_range
+// and madvise_free_pte_range). Two passes under the page-table lock, with
+// the splits between them, when the lock is dropped: a section only partly
+// in the range, and a compound page mapped by small PTEs, are split
+// (split_folio) so that only the range is freed; a section wholly in the
+// range is not split at all (seed 003). Pages mapped by other spaces too
+// are left alone.
+func (as *AddressSpace) freeRange(start, end uint32) {
+	m := as.mgr
+	as.ptl.Lock()
+	var split []phys.PFN
+	as.pt.RangeSections(start, end, func(haddr uint32, sec pgtable.PTE) bool {
+		if sec.Present() && !isHugeZero(sec) && (haddr < start || uint64(haddr)+pgtable.SectionSize > uint64(end)) {
+			if head := phys.PFN(sec.PA() >> pgtable.PageShift); !m.mappedShared(head) && m.pool.Get(head) == nil {
+				split = append(split, head)
+			}
+		}
+		return true
+	})
+	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
+		if pte.Present() && !pte.Has(pgtable.Special) {
+			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+			if m.pool.Page(pfn).Compound() {
+				head := m.pool.CompoundHead(pfn)
+				if !m.mappedShared(head) && (len(split) == 0 || split[len(split)-1] != head) && m.pool.Get(head) == nil {
+					split = append(split, head)
+				}
+			}
+		}
+		return true
+	})
+	as.ptl.Unlock()
+	for _, head := range split {
+		if pg := m.pool.Page(head); !pg.TestAndSet(phys.PGLocked) {
+			m.SplitHugePage(head) // a failure leaves it whole, and unadvised
+			pg.Clear(phys.PGLocked)
+		}
+		m.pool.Put(head)
+	}
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	as.pt.RangeSections(start, end, func(haddr uint32, sec pgtable.PTE) bool {
+		if sec.Present() && haddr >= start && uint64(haddr)+pgtable.SectionSize <= uint64(end) {
+			as.freeHugePMD(haddr, sec)
+		}
+		return true
+	})
+	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
+		switch {
+		case pte.IsSwap():
+			// The data is worthless now: the slot goes, and the next
+			// access sees zeroes.
+			m.cfg.Swap.Free(pte.Swap())
+			as.swapents--
+			as.pt.Set(va, 0)
+		case pte.Has(pgtable.Special):
+		default:
+			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+			pg := m.pool.Page(pfn)
+			if pg.Compound() {
+				return true // its split failed: left as it is
+			}
+			if pg.Test(phys.PGSwapCache) || pg.Test(phys.PGDirty) {
+				// PG_dirty can only be cleared for the one mapper.
+				if pg.MapCount() != 1 || pg.TestAndSet(phys.PGLocked) {
+					return true
+				}
+				pg.Clear(phys.PGDirty | phys.PGLocked)
+			}
+			if pte.Has(pgtable.Young) || pte.Has(pgtable.Dirty) {
+				as.pt.Set(va, pte.Without(pgtable.Young|pgtable.Dirty))
+			}
+			m.markLazyFree(pg, 1)
+		}
+		return true
+	})
+}
+
+// freeHugePMD is madvise_free_huge_pmd for a section wholly in the range:
+// the compound page is cleaned and marked lazy-free, and stays whole. The
+// huge zero page, a page others map too, and a locked page are skipped.
+func (as *AddressSpace) freeHugePMD(haddr uint32, sec pgtable.PTE) {
+	m := as.mgr
+	if isHugeZero(sec) {
+		return
+	}
+	head := phys.PFN(sec.PA() >> pgtable.PageShift)
+	pg := m.pool.Page(head)
+	if m.mappedShared(head) || pg.TestAndSet(phys.PGLocked) {
+		return
+	}
+	pg.Clear(phys.PGDirty | phys.PGLocked)
+	if sec.Has(pgtable.Young) || sec.Has(pgtable.Dirty) {
+		as.setSection(haddr, sec.Without(pgtable.Young|pgtable.Dirty))
+	}
+	m.markLazyFree(pg, hugeNr)
+}
+
+// mappedShared is folio_maybe_mapped_shared: the page, or any frame of its
+// compound page, may be mapped more than once.
+func (m *Manager) mappedShared(head phys.PFN) bool {
+	lc, large := m.pool.LargeCounts(head)
+	if !large {
+		return m.pool.Page(head).MapCount() > 1
+	}
+	if e := lc.Entire(); e > 1 || e == 1 && lc.PagesMapped() != phys.EntirelyMapped {
+		return true
+	}
+	for i := phys.PFN(0); i < hugeNr; i++ {
+		if m.pool.Page(head+i).MapCount() > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// markLazyFree is folio_mark_lazyfree: an anonymous page no longer backed
+// by swap, which reclaim may discard while it stays clean (pglazyfree
+// counts its frames).
+func (m *Manager) markLazyFree(pg *phys.Page, nr int) {
+	if pg.Test(phys.PGSwapCache) || pg.Test(phys.PGUnevictable) {
+		return
+	}
+	if pg.TestAndClear(phys.PGSwapBacked) {
+		m.thp.lazyfree.Add(uint64(nr))
+	}
+}
+
+// Discard is what DiscardLazyFree did with a page.
+type Discard int
+
+const (
+	// Discarded: every mapping is gone; the caller's reference is the
+	// last, and dropping it frees the page.
+	Discarded Discard = iota
+	// Redirtied: a mapping was written after MADV_FREE, so the page is
+	// swap-backed again and keeps that mapping (and any not yet visited).
+	Redirtied
+	// Busy: someone besides the mappings and the caller holds a
+	// reference; the page stays lazily free, with the mappings left.
+	Busy
+	// NotLazyFree: the page is swap-backed; reclaim must swap it out.
+	NotLazyFree
+)
+
+var discardNames = [...]string{"discarded", "redirtied", "busy", "not lazy-free"}
+
+func (d Discard) String() string { return discardNames[d] }
+
+// DiscardLazyFree is what reclaim does with a lazily freed page: unmap
+// every mapping of it, 4 KiB or a whole section, without writing it
+// anywhere, as long as it is still clean and unused. For each mapping it
+// follows Linux's rule (__discard_anon_folio_pmd_locked, and
+// try_to_unmap_one for small pages): clear the entry, then check that
+// neither it nor the page is dirty and that the references are exactly the
+// mappings plus the caller's; otherwise put the entry back and stop. A
+// dirty entry makes the page swap-backed again (Redirtied); an extra
+// reference alone does not (Busy). Mappings visited before the stop stay
+// discarded, as in Linux.
+//
+// The caller holds the page lock on the page (its head) and one reference.
+func (m *Manager) DiscardLazyFree(pfn phys.PFN) (Discard, error) {
+	head := m.pool.CompoundHead(pfn)
+	if err := m.checkLocked(head); err != nil {
+		return 0, err
+	}
+	pg := m.pool.Page(head)
+	if pg.Test(phys.PGSwapBacked) {
+		return NotLazyFree, nil
+	}
+	result := Discarded
+	var failed error
+	err := m.rmapWalk(head, func(mp Mapping, pte pgtable.PTE) {
+		if result != Discarded || failed != nil {
+			return
+		}
+		as := mp.AS
+		if mp.Huge {
+			as.setSection(mp.Addr, 0)
+		}
+		// A small entry is checked before it is cleared: clearing the
+		// last entry of a table page frees the page, and putting the
+		// entry back would then need an allocation. Under the page-table
+		// lock nothing can set Dirty meanwhile (only the fault handler
+		// does, under that lock), so the order makes no difference.
+		dirty := pte.Has(pgtable.Dirty) || pg.Test(phys.PGDirty)
+		if dirty || pg.RefCount() != m.folioMapCount(head)+1 {
+			if mp.Huge {
+				as.setSection(mp.Addr, pte)
+			}
+			result = Busy
+			if dirty {
+				pg.Set(phys.PGSwapBacked)
+				result = Redirtied
+			}
+			return
+		}
+		if mp.Huge {
+			as.pt.Withdraw(mp.Addr)
+			m.removeRmapPMD(head)
+			as.rss -= hugeNr
+			m.thp.lazyfreed.Add(hugeNr)
+		} else {
+			as.pt.Set(mp.Addr, 0)
+			m.removeRmapPTE(phys.PFN(pte.PA() >> pgtable.PageShift))
+			as.rss--
+			m.thp.lazyfreed.Add(1)
+		}
+		if err := m.pool.Put(head); err != nil {
+			failed = err
+		}
+	})
+	if err == nil {
+		err = failed
+	}
+	return result, err
+}
+
+// Mincore reports which pages of [addr, addr+length) are resident, one
+// byte per page with bit 0 set for a resident one (mincore(2)): mapped,
+// by a PTE or a section, the zero pages included; swapped out or never
+// touched pages are not. A hole in the range is ErrNotMapped (ENOMEM).
+func (as *AddressSpace) Mincore(addr, length uint32) ([]byte, error) {
+	size, ok := pageAlignLen(length)
+	if addr&pageMask != 0 || !ok || !inWindow(addr, size) {
+		return nil, ErrInvalid
+	}
+	as.mmapLock.RLock()
+	defer as.mmapLock.RUnlock()
+	if as.exited {
+		return nil, ErrExited
+	}
+	vec := make([]byte, size>>pgtable.PageShift)
+	as.ptl.Lock()
+	defer as.ptl.Unlock()
+	for i := range vec {
+		va := addr + uint32(i)<<pgtable.PageShift
+		if as.lookup(va) == nil {
+			return nil, ErrNotMapped
+		}
+		if as.pt.Section(va).Present() || as.pt.PTE(va).Present() {
+			vec[i] = 1
+		}
+	}
+	return vec, nil
 }

@@ -42,6 +42,9 @@ type Config struct {
 	// zero before it is mapped, and fails the fault if not. A debug aid
 	// for tests and the vm scenario: it reads every new page once more.
 	VerifyZeroed bool
+	// THP is the initial transparent_hugepage/enabled policy; the zero
+	// value is always, Linux's default. SetTHPEnabled changes it.
+	THP THPMode
 }
 
 // Manager is the memory manager of the machine: the address spaces it has
@@ -57,10 +60,22 @@ type Manager struct {
 	spaces  map[int]*AddressSpace
 	lastPID int
 
-	nrAnonPages atomic.Int64 // anonymous pages mapped at least once (NR_ANON_MAPPED)
+	nrAnonPages atomic.Int64 // anonymous frames mapped at least once (NR_ANON_MAPPED)
 	nrAnonVMAs  atomic.Int64
 	nrAVCs      atomic.Int64
 	anonVMASeq  atomic.Uint64
+
+	thpMode atomic.Int32 // THPMode
+	thp     thpStats
+
+	// The huge zero page, made on first use and kept until Close.
+	hugeZeroMu  sync.Mutex
+	hugeZeroPA  atomic.Uint32
+	hugeZeroPFN phys.PFN
+
+	// The deferred split queue: compound pages mapped in part.
+	deferredMu sync.Mutex
+	deferred   map[phys.PFN]struct{}
 }
 
 // New makes a Manager over cfg.Pool and allocates the zero page.
@@ -73,7 +88,14 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("mm: zero page: %w", err)
 	}
 	cfg.Pool.Page(zero).Set(phys.PGReserved)
-	return &Manager{cfg: cfg, pool: cfg.Pool, zeroPFN: zero, zeroPA: uint32(zero.Addr()), spaces: map[int]*AddressSpace{}}, nil
+	m := &Manager{cfg: cfg, pool: cfg.Pool, zeroPFN: zero, zeroPA: uint32(zero.Addr()),
+		spaces: map[int]*AddressSpace{}, deferred: map[phys.PFN]struct{}{}}
+	if err := m.SetTHPEnabled(cfg.THP); err != nil {
+		m.pool.Page(zero).Clear(phys.PGReserved)
+		m.pool.Put(zero)
+		return nil, err
+	}
+	return m, nil
 }
 
 // Pool is the page allocator the Manager maps pages from.
@@ -92,7 +114,15 @@ func (m *Manager) Close() error {
 	}
 	pg := m.pool.Page(m.zeroPFN)
 	pg.Clear(phys.PGReserved)
-	return m.pool.Put(m.zeroPFN)
+	err := m.pool.Put(m.zeroPFN)
+	if m.hugeZeroPA.Load() != 0 {
+		m.pool.Page(m.hugeZeroPFN).Clear(phys.PGReserved)
+		if herr := m.pool.Put(m.hugeZeroPFN); err == nil {
+			err = herr
+		}
+		m.hugeZeroPA.Store(0)
+	}
+	return err
 }
 
 // NewAddressSpace makes an empty address space with the next free PID.
@@ -154,12 +184,19 @@ type Stats struct {
 	SwapEntries    int64 // swap PTEs
 	ResidentPages  int64 // sum of every space's resident anon pages
 	ZeroPageMapped int64 // PTEs mapping the zero page
+	AnonHugePages  int64 // compound pages mapped whole by a section (NR_ANON_THPS)
+	HugeZeroMapped int64 // sections mapping the huge zero page
+	DeferredSplit  int   // compound pages on the deferred split queue
 }
 
 // Stats gathers the counters; each address space is read under its
 // page-table lock.
 func (m *Manager) Stats() Stats {
-	s := Stats{AnonPages: m.nrAnonPages.Load(), AnonVMAs: m.nrAnonVMAs.Load(), AnonVMAChains: m.nrAVCs.Load()}
+	s := Stats{AnonPages: m.nrAnonPages.Load(), AnonVMAs: m.nrAnonVMAs.Load(), AnonVMAChains: m.nrAVCs.Load(),
+		AnonHugePages: m.thp.nrAnonTHPs.Load()}
+	m.deferredMu.Lock()
+	s.DeferredSplit = len(m.deferred)
+	m.deferredMu.Unlock()
 	for _, as := range m.AddressSpaces() {
 		as.ptl.Lock()
 		s.AddressSpaces++
@@ -170,6 +207,7 @@ func (m *Manager) Stats() Stats {
 		s.ZeroPageMapped += as.zeroMapped
 		s.SwapEntries += as.swapents
 		s.ResidentPages += as.rss
+		s.HugeZeroMapped += as.hugeZeroMapped
 		as.ptl.Unlock()
 	}
 	return s
@@ -182,5 +220,38 @@ func (m *Manager) Meminfo() []phys.MeminfoLine {
 	return append(m.pool.Meminfo(),
 		phys.MeminfoLine{Name: "AnonPages", KB: kb(s.AnonPages)},
 		phys.MeminfoLine{Name: "PageTables", KB: kb(s.PageTables)},
+		phys.MeminfoLine{Name: "AnonHugePages", KB: kb(s.AnonHugePages * hugeNr)},
 	)
+}
+
+// Vmstat returns /proc/vmstat: phys's counters, then mm's, with Linux's
+// names.
+func (m *Manager) Vmstat() []phys.VmstatLine {
+	s := m.Stats()
+	t := &m.thp
+	return append(m.pool.Vmstat(),
+		phys.VmstatLine{Name: "nr_anon_pages", Value: uint64(s.AnonPages)},
+		phys.VmstatLine{Name: "nr_page_table_pages", Value: uint64(s.PageTables)},
+		phys.VmstatLine{Name: "nr_anon_transparent_hugepages", Value: uint64(s.AnonHugePages)},
+		phys.VmstatLine{Name: "pglazyfree", Value: t.lazyfree.Load()},
+		phys.VmstatLine{Name: "pglazyfreed", Value: t.lazyfreed.Load()},
+		phys.VmstatLine{Name: "thp_fault_alloc", Value: t.faultAlloc.Load()},
+		phys.VmstatLine{Name: "thp_fault_fallback", Value: t.faultFallback.Load()},
+		phys.VmstatLine{Name: "thp_split_page", Value: t.splitPage.Load()},
+		phys.VmstatLine{Name: "thp_split_page_failed", Value: t.splitPageFailed.Load()},
+		phys.VmstatLine{Name: "thp_deferred_split_page", Value: t.deferredSplitPage.Load()},
+		phys.VmstatLine{Name: "thp_split_pmd", Value: t.splitPMD.Load()},
+		phys.VmstatLine{Name: "thp_zero_page_alloc", Value: t.zeroPageAlloc.Load()},
+		phys.VmstatLine{Name: "thp_zero_page_alloc_failed", Value: t.zeroPageAllocFailed.Load()},
+	)
+}
+
+// VmstatValue returns one /proc/vmstat counter by name.
+func (m *Manager) VmstatValue(name string) (uint64, bool) {
+	for _, l := range m.Vmstat() {
+		if l.Name == name {
+			return l.Value, true
+		}
+	}
+	return 0, false
 }

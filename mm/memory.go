@@ -1,6 +1,7 @@
 package mm
 
 import (
+	"errors"
 	"sync"
 
 	"yolk/mm/pgtable"
@@ -33,6 +34,8 @@ type AddressSpace struct {
 	zeroMapped int64 // PTEs mapping the zero page
 	rss        int64 // anonymous pages mapped (MM_ANONPAGES)
 	swapents   int64 // swap PTEs (MM_SWAPENTS)
+	// hugeZeroMapped counts sections mapping the huge zero page.
+	hugeZeroMapped int64
 	minflt     int64 // faults resolved without I/O
 	majflt     int64 // faults that read from swap
 }
@@ -176,33 +179,52 @@ func (as *AddressSpace) handleFault(addr uint32, acc pgtable.Access) error {
 	va := addr &^ (pgtable.PageSize - 1)
 	as.ptl.Lock()
 	defer as.ptl.Unlock()
-	pte := as.pt.PTE(va)
 	var err error
-	switch {
-	case pte.None() && acc == pgtable.AccessWrite:
-		err = as.doAnonymousPage(v, va)
-	case pte.None():
-		err = as.mapZeroPage(v, va)
-	case pte.IsSwap():
-		return as.doSwapPage(v, va, pte, acc)
-	case acc == pgtable.AccessWrite && !pte.Has(pgtable.Write):
-		err = as.doWPPage(v, va, pte)
+	switch sec := as.pt.Section(va); {
+	case sec != 0:
+		err = as.hugePMDFault(v, va, sec, acc)
+	case as.pt.SmallPages(va) == 0 && as.mgr.thpAllowed(v.flags) && v.thpSuitable(va):
+		var done bool
+		if done, err = as.doHugeAnonymousPage(v, va, acc); !done {
+			err = as.handlePTEFault(v, va, acc)
+		}
 	default:
-		// Only the software bits are missing: the first access to an old
-		// page, or the first write to a clean one (handle_pte_fault's
-		// pte_mkyoung and pte_mkdirty).
-		want := pte | pgtable.Young
-		if acc == pgtable.AccessWrite {
-			want |= pgtable.Dirty
-		}
-		if want != pte {
-			as.pt.Set(va, want)
-		}
+		err = as.handlePTEFault(v, va, acc)
 	}
 	if err != nil {
+		var fe *FaultError
+		if errors.As(err, &fe) {
+			return err
+		}
 		return &FaultError{Addr: addr, Access: acc, Reason: OutOfMemory, Err: err}
 	}
 	as.minflt++ // the deferred unlock has not run yet
+	return nil
+}
+
+// handlePTEFault is handle_pte_fault, with the page-table lock held.
+func (as *AddressSpace) handlePTEFault(v *VMA, va uint32, acc pgtable.Access) error {
+	pte := as.pt.PTE(va)
+	switch {
+	case pte.None() && acc == pgtable.AccessWrite:
+		return as.doAnonymousPage(v, va)
+	case pte.None():
+		return as.mapZeroPage(v, va)
+	case pte.IsSwap():
+		return as.doSwapPage(v, va, pte, acc)
+	case acc == pgtable.AccessWrite && !pte.Has(pgtable.Write):
+		return as.doWPPage(v, va, pte)
+	}
+	// Only the software bits are missing: the first access to an old
+	// page, or the first write to a clean one (handle_pte_fault's
+	// pte_mkyoung and pte_mkdirty).
+	want := pte | pgtable.Young
+	if acc == pgtable.AccessWrite {
+		want |= pgtable.Dirty
+	}
+	if want != pte {
+		as.pt.Set(va, want)
+	}
 	return nil
 }
 
@@ -246,7 +268,7 @@ func (as *AddressSpace) doAnonymousPage(v *VMA, va uint32) error {
 		return as.mgr.pool.Put(pfn)
 	}
 	as.anonVMAPrepare(v)
-	as.mgr.pageAddNewAnonRmap(as.mgr.pool.Page(pfn), v, va)
+	as.mgr.pageAddNewAnonRmap(pfn, v, va)
 	as.rss++
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	return nil
@@ -275,6 +297,12 @@ func (as *AddressSpace) doWPPage(v *VMA, va uint32, pte pgtable.PTE) error {
 	}
 	pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 	pg := as.mgr.pool.Page(pfn)
+	if pg.Compound() {
+		// A frame of a compound page is always copied: the page may be
+		// mapped in other frames, by this space or another (wp_can_reuse_anon_folio
+		// before Linux 6.11 reuses no large folio either).
+		return as.wpCopy(v, va, pte, pfn)
+	}
 	// Reuse needs the page lock, as page_move_anon_rmap does: an rmap walk
 	// (which holds it) must not see Mapping change under it.
 	if pg.RefCount() == 1 && pg.MapCount() == 1 && !pg.TestAndSet(phys.PGLocked) {
@@ -317,14 +345,14 @@ func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN)
 		return pool.Put(pfn)
 	}
 	as.anonVMAPrepare(v)
-	as.mgr.pageAddNewAnonRmap(pool.Page(pfn), v, va)
+	as.mgr.pageAddNewAnonRmap(pfn, v, va)
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	if old == 0 {
 		as.zeroMapped--
 		as.rss++
 		return nil
 	}
-	as.mgr.pageRemoveRmap(pool.Page(old))
+	as.mgr.removeRmapPTE(old)
 	return pool.Put(old) // the old PTE's reference
 }
 
@@ -352,11 +380,12 @@ func (as *AddressSpace) doSwapPage(v *VMA, va uint32, pte pgtable.PTE, acc pgtab
 		as.anonVMAPrepare(v)
 		pg.Mapping = v.anonVMA.root
 		pg.Index = v.linearIndex(va)
-		pg.Set(phys.PGSwapBacked | phys.PGUptodate)
+		// Dirty: with no swap cache, the slot may be freed below, and
+		// then this page holds the only copy (folio_free_swap marks it
+		// dirty for the same reason).
+		pg.Set(phys.PGSwapBacked | phys.PGUptodate | phys.PGDirty)
 	}
-	if pg.IncMapCount() == 1 {
-		as.mgr.nrAnonPages.Add(1)
-	}
+	as.mgr.addRmapPTE(pfn)
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young))
 	as.rss++
 	as.swapents--
@@ -365,11 +394,28 @@ func (as *AddressSpace) doSwapPage(v *VMA, va uint32, pte pgtable.PTE, acc pgtab
 	return nil
 }
 
-// zap unmaps every PTE in [start, end) of v (zap_pte_range): pages lose a
-// mapping and a reference, swap slots a reference. The page-table lock is
-// held; emptied table pages are freed as they empty.
+// zap unmaps everything in [start, end) (zap_pmd_range and
+// zap_pte_range): a section wholly inside goes at once, one that is only
+// partly inside is split first; pages lose a mapping and a reference,
+// swap slots a reference. The page-table lock is held; emptied table
+// pages are freed as they empty.
 func (as *AddressSpace) zap(start, end uint32) error {
 	var firstErr error
+	keep := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	as.pt.RangeSections(start, end, func(haddr uint32, sec pgtable.PTE) bool {
+		switch {
+		case !sec.Present():
+		case haddr >= start && uint64(haddr)+pgtable.SectionSize <= uint64(end):
+			keep(as.zapHugePMD(haddr, sec))
+		default:
+			as.splitHugePMD(haddr)
+		}
+		return true
+	})
 	pool := as.mgr.pool
 	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
 		switch {
@@ -380,11 +426,9 @@ func (as *AddressSpace) zap(start, end uint32) error {
 			as.zeroMapped--
 		default:
 			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
-			as.mgr.pageRemoveRmap(pool.Page(pfn))
+			as.mgr.removeRmapPTE(pfn)
 			as.rss--
-			if err := pool.Put(pfn); err != nil && firstErr == nil {
-				firstErr = err
-			}
+			keep(pool.Put(pfn))
 		}
 		as.pt.Set(va, 0)
 		return true
@@ -402,6 +446,9 @@ func (as *AddressSpace) FollowPage(addr uint32) (phys.PFN, bool) {
 		return 0, false
 	}
 	pte := as.pt.PTE(addr &^ pageMask)
+	if sec := as.pt.Section(addr); sec.Present() {
+		pte = pgtable.MkPTE(sec.PA()+addr&hugeMask&^pageMask, sec.Flags())
+	}
 	if !pte.Present() || pte.Has(pgtable.Special) {
 		return 0, false
 	}

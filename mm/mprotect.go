@@ -47,6 +47,21 @@ func (as *AddressSpace) changeProtection(v *VMA, flags VMFlags) {
 	v.flags = flags
 	perms := v.ptePerms()
 	as.ptl.Lock()
+	// The area's edges split any section across them (split); those
+	// inside change whole (change_huge_pmd).
+	as.pt.RangeSections(v.start, v.end, func(haddr uint32, sec pgtable.PTE) bool {
+		if !sec.Present() {
+			return true
+		}
+		np := sec.Without(pgtable.Exec|pgtable.NoAccess|pgtable.User) | perms
+		if flags&VMWrite == 0 {
+			np = np.Without(pgtable.Write)
+		}
+		if np != sec {
+			as.setSection(haddr, np)
+		}
+		return true
+	})
 	as.pt.Range(v.start, v.end, func(va uint32, pte pgtable.PTE) bool {
 		if !pte.Present() {
 			return true

@@ -51,13 +51,21 @@ type memSizeStats struct {
 
 const pssShift = 12
 
-// gather walks v's PTEs as smaps_pte_entry does. The zero page is not
-// counted: it has no page descriptor of its own (vm_normal_page is NULL).
+// gather walks v's sections and PTEs as smaps_pmd_entry and
+// smaps_pte_entry do. The zero pages are not counted: they have no page
+// of their own (vm_normal_page is NULL).
 func (as *AddressSpace) gather(v *VMA) memSizeStats {
 	var s memSizeStats
 	pool := as.mgr.pool
 	as.ptl.Lock()
 	defer as.ptl.Unlock()
+	as.pt.RangeSections(v.start, v.end, func(haddr uint32, sec pgtable.PTE) bool {
+		if sec.Present() && !isHugeZero(sec) {
+			s.anonymousTHP += pgtable.SectionSize
+			s.account(pool, phys.PFN(sec.PA()>>pgtable.PageShift), hugeNr, sec)
+		}
+		return true
+	})
 	as.pt.Range(v.start, v.end, func(va uint32, pte pgtable.PTE) bool {
 		switch {
 		case pte.IsSwap():
@@ -69,31 +77,50 @@ func (as *AddressSpace) gather(v *VMA) memSizeStats {
 			s.swapPss += pgtable.PageSize << pssShift / uint64(n)
 		case pte.Has(pgtable.Special):
 		default:
-			s.account(pool.Page(phys.PFN(pte.PA()>>pgtable.PageShift)), pte)
+			s.account(pool, phys.PFN(pte.PA()>>pgtable.PageShift), 1, pte)
 		}
 		return true
 	})
 	return s
 }
 
-// account is smaps_account for one small page.
-func (s *memSizeStats) account(pg *phys.Page, pte pgtable.PTE) {
-	const size = pgtable.PageSize
-	dirty := pte.Has(pgtable.Dirty) || pg.Test(phys.PGDirty)
+// account is smaps_account for nr frames from pfn mapped by one entry
+// (a section maps 256): the sizes that depend on the page as a whole
+// first, then each frame's share by its own map count (its PTEs plus the
+// compound page's sections, folio_precise_page_mapcount).
+func (s *memSizeStats) account(pool *phys.Pool, pfn phys.PFN, nr int, entry pgtable.PTE) {
+	head := pool.CompoundHead(pfn)
+	fp := pool.Page(head)
+	size := uint64(nr) * pgtable.PageSize
+	dirty := entry.Has(pgtable.Dirty) || fp.Test(phys.PGDirty)
 	s.anonymous += size
-	if !pg.Test(phys.PGSwapBacked) && !dirty {
+	if !fp.Test(phys.PGSwapBacked) && !dirty {
 		s.lazyfree += size
 	}
 	s.resident += size
-	if pte.Has(pgtable.Young) || pg.Test(phys.PGReferenced) {
+	if entry.Has(pgtable.Young) || fp.Test(phys.PGReferenced) {
 		s.referenced += size
 	}
-	pss := uint64(size) << pssShift
-	mapcount := pg.MapCount()
-	private := pg.RefCount() == 1 || mapcount < 2
-	if !private {
-		pss /= uint64(mapcount)
+	if fp.RefCount() == 1 {
+		s.accumulate(size, size<<pssShift, dirty, true)
+		return
 	}
+	lc, large := pool.LargeCounts(head)
+	for i := phys.PFN(0); i < phys.PFN(nr); i++ {
+		mapcount := pool.Page(pfn + i).MapCount()
+		if large {
+			mapcount += lc.Entire()
+		}
+		pss := uint64(pgtable.PageSize) << pssShift
+		if mapcount >= 2 {
+			pss /= uint64(mapcount)
+		}
+		s.accumulate(pgtable.PageSize, pss, dirty, mapcount < 2)
+	}
+}
+
+// accumulate is smaps_page_accumulate.
+func (s *memSizeStats) accumulate(size, pss uint64, dirty, private bool) {
 	s.pss += pss
 	switch {
 	case dirty && private:
@@ -118,6 +145,8 @@ type Smaps struct {
 	SharedClean, SharedDirty, PrivateClean, PrivateDirty uint64
 	Referenced, Anonymous, LazyFree, AnonHugePages       uint64
 	Swap, SwapPss                                        uint64
+	// THPeligible: a fault in the area could take a huge page.
+	THPeligible bool
 }
 
 // Smaps returns the figures smaps prints, one entry per VMA in address
@@ -127,12 +156,12 @@ func (as *AddressSpace) Smaps() []Smaps {
 	defer as.mmapLock.RUnlock()
 	var out []Smaps
 	for v := as.head; v != nil; v = v.next {
-		out = append(out, as.gather(v).smaps(v))
+		out = append(out, as.gather(v).smaps(v, as.mgr.thpEligible(v)))
 	}
 	return out
 }
 
-func (s memSizeStats) smaps(v *VMA) Smaps {
+func (s memSizeStats) smaps(v *VMA, thp bool) Smaps {
 	return Smaps{
 		VMAInfo: VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff},
 		Rss:     s.resident, Pss: s.pss >> pssShift, PssDirty: s.pssDirty >> pssShift,
@@ -140,6 +169,7 @@ func (s memSizeStats) smaps(v *VMA) Smaps {
 		PrivateClean: s.privateClean, PrivateDirty: s.privateDirty,
 		Referenced: s.referenced, Anonymous: s.anonymous, LazyFree: s.lazyfree,
 		AnonHugePages: s.anonymousTHP, Swap: s.swap, SwapPss: s.swapPss >> pssShift,
+		THPeligible: thp,
 	}
 }
 
@@ -149,7 +179,7 @@ func (as *AddressSpace) WriteSmaps(w io.Writer) error {
 	defer as.mmapLock.RUnlock()
 	b := bufio.NewWriter(w)
 	for v := as.head; v != nil; v = v.next {
-		s := as.gather(v).smaps(v)
+		s := as.gather(v).smaps(v, as.mgr.thpEligible(v))
 		writeMapsLine(b, v)
 		kb := func(name string, bytes uint64) { fmt.Fprintf(b, "%-16s%8d kB\n", name+":", bytes>>10) }
 		kb("Size", uint64(v.end-v.start))
@@ -173,8 +203,15 @@ func (as *AddressSpace) WriteSmaps(w io.Writer) error {
 		kb("Swap", s.Swap)
 		kb("SwapPss", s.SwapPss)
 		kb("Locked", 0)
-		fmt.Fprintf(b, "THPeligible:    %d\n", 0)
+		fmt.Fprintf(b, "THPeligible:    %d\n", b2i(s.THPeligible))
 		fmt.Fprintf(b, "VmFlags: %s\n", v.flags.Mnemonics())
 	}
 	return b.Flush()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -247,22 +247,17 @@ func unlinkAnonVMAs(v *VMA) {
 }
 
 // Page-level rmap: the anonymous page's Mapping is its anon_vma, Index its
-// linear page index; mapcount counts the PTEs mapping it.
+// linear page index (of a compound page: the head's are the page's, frame
+// k's index is the head's plus k); map counts count the entries mapping
+// it (huge_memory.go has the compound pages' counts).
 
-// pageAddNewAnonRmap accounts a new, exclusively mapped page.
-func (m *Manager) pageAddNewAnonRmap(pg *phys.Page, v *VMA, addr uint32) {
+// pageAddNewAnonRmap accounts a new, exclusively mapped small page.
+func (m *Manager) pageAddNewAnonRmap(pfn phys.PFN, v *VMA, addr uint32) {
+	pg := m.pool.Page(pfn)
 	pg.Mapping = v.anonVMA
 	pg.Index = v.linearIndex(addr)
 	pg.Set(phys.PGSwapBacked | phys.PGUptodate)
-	pg.IncMapCount()
-	m.nrAnonPages.Add(1)
-}
-
-// pageRemoveRmap drops one mapping of pg.
-func (m *Manager) pageRemoveRmap(pg *phys.Page) {
-	if pg.DecMapCount() == 0 {
-		m.nrAnonPages.Add(-1)
-	}
+	m.addRmapPTE(pfn)
 }
 
 // Mapping is one place a page is mapped, as an rmap walk reports it. It
@@ -271,6 +266,8 @@ func (m *Manager) pageRemoveRmap(pg *phys.Page) {
 type Mapping struct {
 	AS   *AddressSpace
 	Addr uint32
+	// Huge: a section maps the whole compound page from Addr.
+	Huge bool
 }
 
 // anonVMAOf returns the anon_vma an anonymous page points to.
@@ -279,24 +276,36 @@ func anonVMAOf(pg *phys.Page) *anonVMA {
 	return av
 }
 
-// rmapCandidates lists where the page at pfn may be mapped: for every VMA
-// chained to the page's anon_vma whose range covers the page's index, the
-// address the index has there. It takes only the anon_vma root lock and
-// releases it before returning: the lock order puts page-table locks
-// before anon_vma locks, so callers check each candidate under its
-// address space's page-table lock, where a PTE still mapping this frame is
-// a mapping whatever has happened to the VMA since.
-func (m *Manager) rmapCandidates(pg *phys.Page, buf []Mapping) []Mapping {
+// rmapCand is where a page of nr frames may be mapped: in AS, its first
+// frame's index would be at base, and [from, to) is the part of that
+// range inside the VMA.
+type rmapCand struct {
+	as             *AddressSpace
+	base, from, to uint32
+}
+
+// rmapCandidates lists where the page at head (nr frames) may be mapped:
+// every VMA chained to the page's anon_vma whose range meets the page's
+// indexes. It takes only the anon_vma root lock and releases it before
+// returning: the lock order puts page-table locks before anon_vma locks,
+// so callers check each candidate under its address space's page-table
+// lock, where an entry still mapping this frame is a mapping whatever has
+// happened to the VMA since.
+func (m *Manager) rmapCandidates(head phys.PFN, nr int, buf []rmapCand) []rmapCand {
+	pg := m.pool.Page(head)
 	av := anonVMAOf(pg)
-	if av == nil || pg.MapCount() <= 0 {
+	if av == nil {
 		return buf
 	}
-	idx := pg.Index
+	first, last := pg.Index, pg.Index+uint64(nr)-1
 	root := av.root
 	root.mu.RLock()
-	av.tree.overlapping(idx, idx, func(avc *anonVMAChain) bool {
-		if addr, ok := avc.vma.addressOf(idx); ok {
-			buf = append(buf, Mapping{AS: avc.vma.as, Addr: addr})
+	av.tree.overlapping(first, last, func(avc *anonVMAChain) bool {
+		v := avc.vma
+		base := int64(v.start) + (int64(first)-int64(v.pgoff))<<pgtable.PageShift
+		from, to := max(base, int64(v.start)), min(base+int64(nr)<<pgtable.PageShift, int64(v.end))
+		if from < to {
+			buf = append(buf, rmapCand{as: v.as, base: uint32(base), from: uint32(from), to: uint32(to)})
 		}
 		return true
 	})
@@ -305,23 +314,38 @@ func (m *Manager) rmapCandidates(pg *phys.Page, buf []Mapping) []Mapping {
 }
 
 // rmapWalk calls fn, with the page-table lock of the mapping's address
-// space held, for every PTE that maps the frame pfn.
+// space held, for every entry that maps a frame of the page at pfn: the
+// whole compound page it belongs to, sections and small PTEs alike. fn
+// gets the entry as it is; the page's frames are head to head+nr.
 func (m *Manager) rmapWalk(pfn phys.PFN, fn func(mp Mapping, pte pgtable.PTE)) error {
 	pg := m.pool.Page(pfn)
 	if pg == nil {
 		return errorf("rmap: %v is outside the pool", pfn)
 	}
-	if anonVMAOf(pg) == nil {
+	head := m.pool.CompoundHead(pfn)
+	nr := 1
+	if _, large := m.pool.LargeCounts(head); large {
+		nr = hugeNr
+	}
+	if anonVMAOf(m.pool.Page(head)) == nil {
 		return errorf("rmap: %v is not an anonymous page", pfn)
 	}
-	var stack [16]Mapping
-	pa := uint32(pfn.Addr())
-	for _, mp := range m.rmapCandidates(pg, stack[:0]) {
-		as := mp.AS
+	var stack [16]rmapCand
+	lo, hi := uint32(head.Addr()), uint32(head.Addr())+uint32(nr)<<pgtable.PageShift
+	for _, c := range m.rmapCandidates(head, nr, stack[:0]) {
+		as := c.as
 		as.ptl.Lock()
 		if !as.exited {
-			if pte := as.pt.PTE(mp.Addr); pte.Present() && pte.PA() == pa && !pte.Has(pgtable.Special) {
-				fn(mp, pte)
+			if nr == hugeNr && c.from == c.base && c.to-c.from == pgtable.SectionSize {
+				if sec := as.pt.Section(c.base); sec.Present() && sec.PA() == lo && !isHugeZero(sec) {
+					fn(Mapping{AS: as, Addr: c.base, Huge: true}, sec)
+				}
+			}
+			for va := c.from; va < c.to; va += pgtable.PageSize {
+				pte := as.pt.PTE(va)
+				if pte.Present() && !pte.Has(pgtable.Special) && pte.PA() >= lo && pte.PA() < hi && pte.PA()-lo == va-c.base {
+					fn(Mapping{AS: as, Addr: va}, pte)
+				}
 			}
 		}
 		as.ptl.Unlock()
@@ -329,9 +353,11 @@ func (m *Manager) rmapWalk(pfn phys.PFN, fn func(mp Mapping, pte pgtable.PTE)) e
 	return nil
 }
 
-// RmapWalk visits every mapping of the anonymous page at pfn: each address
-// space and address whose PTE maps it. The caller holds the page lock
-// (PGLocked), which keeps the page's anon_vma from changing under the walk.
+// RmapWalk visits every mapping of the anonymous page at pfn, of the
+// whole compound page it is part of: each address space and address
+// whose entry maps one of its frames, sections as one mapping with Huge
+// set. The caller holds the page lock (PGLocked) on the head, which keeps
+// the page's anon_vma from changing under the walk.
 func (m *Manager) RmapWalk(pfn phys.PFN, fn func(Mapping)) error {
 	if err := m.checkLocked(pfn); err != nil {
 		return err
@@ -340,7 +366,7 @@ func (m *Manager) RmapWalk(pfn phys.PFN, fn func(Mapping)) error {
 }
 
 func (m *Manager) checkLocked(pfn phys.PFN) error {
-	pg := m.pool.Page(pfn)
+	pg := m.pool.Page(m.pool.CompoundHead(pfn))
 	if pg == nil || !pg.Test(phys.PGLocked) {
 		return errorf("rmap: %v must be locked by the caller", pfn)
 	}
@@ -348,34 +374,43 @@ func (m *Manager) checkLocked(pfn phys.PFN) error {
 }
 
 // PageReferenced tests and clears the young bit of every mapping of the
-// locked anonymous page at pfn (folio_referenced) and returns how many
-// were young. A cleared PTE's hardware entry becomes a fault, so the next
-// access marks it young again: how Linux/ARM ages pages without a
-// hardware access flag.
+// locked anonymous page at pfn, sections included (folio_referenced),
+// and returns how many were young. A cleared entry's hardware descriptor
+// becomes a fault, so the next access marks it young again: how Linux/ARM
+// ages pages without a hardware access flag.
 func (m *Manager) PageReferenced(pfn phys.PFN) (int, error) {
 	if err := m.checkLocked(pfn); err != nil {
 		return 0, err
 	}
 	n := 0
 	err := m.rmapWalk(pfn, func(mp Mapping, pte pgtable.PTE) {
-		if pte.Has(pgtable.Young) {
-			mp.AS.pt.Set(mp.Addr, pte.Without(pgtable.Young))
-			n++
+		if !pte.Has(pgtable.Young) {
+			return
 		}
+		if mp.Huge {
+			mp.AS.setSection(mp.Addr, pte.Without(pgtable.Young))
+		} else {
+			mp.AS.pt.Set(mp.Addr, pte.Without(pgtable.Young))
+		}
+		n++
 	})
 	return n, err
 }
 
-// TryToUnmap removes every mapping of the locked anonymous page at pfn
-// (try_to_unmap). With a swap entry, each PTE is replaced by it (the page
-// is in the swap cache and its data will be found there), and each
+// TryToUnmap removes every mapping of the locked anonymous small page at
+// pfn (try_to_unmap). With a swap entry, each PTE is replaced by it (the
+// page is in the swap cache and its data will be found there), and each
 // replacement takes a reference on the slot through the Swap hooks;
-// without one the page is discarded (a clean lazily freed page). A dirty
-// PTE marks the page PGDirty. It reports whether no mapping is left:
-// mappings made after the walk started (a concurrent fork) may survive.
+// without one the page is discarded. A dirty PTE marks the page PGDirty.
+// It reports whether no mapping is left: mappings made after the walk
+// started (a concurrent fork) may survive. A compound page must be split
+// first (SplitHugePage): a swap slot holds one small page.
 func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, error) {
 	if err := m.checkLocked(pfn); err != nil {
 		return false, err
+	}
+	if m.pool.Page(pfn).Compound() {
+		return false, errorf("try_to_unmap: %v is part of a compound page: split it first", pfn)
 	}
 	var swp pgtable.PTE
 	if entry != nil {
@@ -406,7 +441,7 @@ func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, erro
 		}
 		mp.AS.pt.Set(mp.Addr, swp)
 		mp.AS.rss--
-		m.pageRemoveRmap(pg)
+		m.removeRmapPTE(pfn)
 		refs++
 	})
 	if perr := m.pool.PutRefs(pfn, refs); err == nil {

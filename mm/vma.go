@@ -22,6 +22,9 @@ const (
 	VMMayShare VMFlags = 0x00000080
 	VMDontCopy VMFlags = 0x00020000 // MADV_DONTFORK: not inherited by fork
 	VMAccount  VMFlags = 0x00100000 // private writable: charged to the commit limit
+	// VMHugepage and VMNoHugepage are MADV_HUGEPAGE and MADV_NOHUGEPAGE.
+	VMHugepage   VMFlags = 0x20000000
+	VMNoHugepage VMFlags = 0x40000000
 
 	vmAccessFlags = VMRead | VMWrite | VMExec
 )
@@ -30,7 +33,7 @@ const (
 var vmFlagNames = map[VMFlags]string{
 	VMRead: "rd", VMWrite: "wr", VMExec: "ex", VMShared: "sh",
 	VMMayRead: "mr", VMMayWrite: "mw", VMMayExec: "me", VMMayShare: "ms",
-	VMDontCopy: "dc", VMAccount: "ac",
+	VMDontCopy: "dc", VMAccount: "ac", VMHugepage: "hg", VMNoHugepage: "nh",
 }
 
 // Mnemonics returns the flags as smaps' VmFlags line lists them.
@@ -223,6 +226,7 @@ func (as *AddressSpace) setRange(v *VMA, start, end, pgoff uint32) {
 // new VMA takes [addr, end), linked to every anon_vma v is (__split_vma,
 // with anon_vma_clone copying the chain of the VMA being split).
 func (as *AddressSpace) split(v *VMA, addr uint32) *VMA {
+	as.splitHugePMDAt(addr)
 	n := &VMA{as: as, start: addr, end: v.end, flags: v.flags, anonVMA: v.anonVMA,
 		pgoff: v.pgoff + (addr-v.start)>>pgtable.PageShift}
 	anonVMAClone(n, v)

@@ -138,6 +138,17 @@ func (t *Table) HardwarePTE(va uint32) L2 {
 	return L2(get32(pg[:], e+2*PTEsPerTable))
 }
 
+// SmallPages is the number of small entries in use in va's section: 0
+// means no table covers the section, for the purposes of a huge fault,
+// even if the other section of the pair has one.
+func (t *Table) SmallPages(va uint32) int {
+	i := l1Index(va)
+	if t.pairs[i>>1] == nil {
+		return 0
+	}
+	return int(halfCount(*t.used(i >> 1), i&1))
+}
+
 // Populated reports whether va has a second-level table.
 func (t *Table) Populated(va uint32) bool {
 	pg, _ := t.slot(va)

@@ -234,6 +234,19 @@ func (p *Pool) Get(f PFN) error {
 	return nil
 }
 
+// GetRefs takes n more references to an allocated frame (of a compound
+// page: to its head) at once (folio_ref_add).
+func (p *Pool) GetRefs(f PFN, n int) error {
+	i, err := p.allocatedHead(f)
+	if err != nil {
+		return err
+	}
+	if n < 0 || atomic.AddInt32(&p.pages[i].refcount, int32(n)) <= int32(n) {
+		return fmt.Errorf("phys: taking %d references on %v", n, f)
+	}
+	return nil
+}
+
 // Put drops a reference to an allocated frame (of a compound page: to
 // its head) and frees the block when it was the last one.
 func (p *Pool) Put(f PFN) error {

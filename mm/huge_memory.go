@@ -102,12 +102,12 @@ const (
 
 // thpStats are the THP and lazy-free events of /proc/vmstat.
 type thpStats struct {
-	faultAlloc, faultFallback             atomic.Uint64
-	splitPMD, splitPage, splitPageFailed  atomic.Uint64
-	zeroPageAlloc, zeroPageAllocFailed    atomic.Uint64
-	deferredSplitPage                     atomic.Uint64
-	lazyfree, lazyfreed                   atomic.Uint64
-	nrAnonTHPs                            atomic.Int64 // NR_ANON_THPS: compound pages mapped whole
+	faultAlloc, faultFallback            atomic.Uint64
+	splitPMD, splitPage, splitPageFailed atomic.Uint64
+	zeroPageAlloc, zeroPageAllocFailed   atomic.Uint64
+	deferredSplitPage                    atomic.Uint64
+	lazyfree, lazyfreed                  atomic.Uint64
+	nrAnonTHPs                           atomic.Int64 // NR_ANON_THPS: compound pages mapped whole
 }
 
 // thpAllowed is __thp_vma_allowable_orders for an anonymous area: the

@@ -36,8 +36,8 @@ type AddressSpace struct {
 	swapents   int64 // swap PTEs (MM_SWAPENTS)
 	// hugeZeroMapped counts sections mapping the huge zero page.
 	hugeZeroMapped int64
-	minflt     int64 // faults resolved without I/O
-	majflt     int64 // faults that read from swap
+	minflt         int64 // faults resolved without I/O
+	majflt         int64 // faults that read from swap
 }
 
 // PID is the address space's process ID, the one /proc/PID would use.

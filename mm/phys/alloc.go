@@ -485,7 +485,9 @@ func (p *Pool) largeCountsZero(i uint32, order int) bool {
 // The caller holds refs references to the page and has made sure nothing
 // else can take or drop one meanwhile (Linux freezes the count): every
 // other reference must be a mapping, so the count must be exactly refs
-// plus the frames' map counts, and no huge entry may map it. Afterwards
+// plus the frames' map counts, and no huge entry may map it (the entire
+// map count is zero; the large counts are the frames' own again after).
+// Afterwards
 // each frame holds its own mappings' references, f holds the caller's as
 // well, and every frame left with none is freed. Each frame keeps the
 // head's page-state flags (f alone keeps the page lock), its Mapping, and
@@ -507,7 +509,7 @@ func (p *Pool) SplitCompound(f PFN, refs int32) error {
 		maps += p.pages[i+k].MapCount()
 	}
 	switch ref := hp.RefCount(); {
-	case !p.largeCountsZero(i, order):
+	case order >= 2 && atomic.LoadInt32(&p.pages[i+1].refcount) != 0:
 		p.mu.Unlock()
 		return fmt.Errorf("phys: split %v: still mapped whole", head)
 	case refs < 1 || ref != maps+refs:

@@ -1,7 +1,7 @@
 package mm
 
 import (
-	"encoding/binary"
+	"bytes"
 	"fmt"
 
 	"yolk/mm/pgtable"
@@ -311,17 +311,22 @@ func (c *checker) pages() error {
 }
 
 // nonZero returns the offset of the first byte of b that is not zero, or
-// -1, a word at a time.
+// -1, a page at a time with the runtime's memequal.
 func nonZero(b []byte) int {
-	for i := 0; i+8 <= len(b); i += 8 {
-		if binary.LittleEndian.Uint64(b[i:]) != 0 {
-			for ; b[i] == 0; i++ {
+	for off := 0; off < len(b); off += len(zeroPage) {
+		chunk := b[off:min(off+len(zeroPage), len(b))]
+		if !bytes.Equal(chunk, zeroPage[:len(chunk)]) {
+			for i, c := range chunk {
+				if c != 0 {
+					return off + i
+				}
 			}
-			return i
 		}
 	}
 	return -1
 }
+
+var zeroPage [pgtable.PageSize]byte
 
 // page checks one page: a small one, or a compound page with its frames.
 // It returns how many frames count as mapped (AnonPages) and whether a

@@ -171,6 +171,14 @@ func (m *Manager) hugeZeroPage() (uint32, error) {
 	return uint32(pfn.Addr()), nil
 }
 
+// HugeZeroPage is the huge zero page's first frame, if it has been made.
+func (m *Manager) HugeZeroPage() (phys.PFN, bool) {
+	if m.hugeZeroPA.Load() == 0 {
+		return 0, false
+	}
+	return phys.PFN(m.hugeZeroPA.Load() >> pgtable.PageShift), true
+}
+
 // isHugeZero reports whether a section entry maps the huge zero page.
 func isHugeZero(sec pgtable.PTE) bool { return sec.Has(pgtable.Special) }
 

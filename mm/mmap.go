@@ -98,7 +98,11 @@ func (as *AddressSpace) rangeFree(addr, size uint32) bool {
 }
 
 // getUnmappedArea picks where a mapping of size bytes goes: at the hint if
-// that range is free, else the top of the highest gap that fits.
+// that range is free, else the top of the highest gap that fits. A
+// mapping of whole sections with no hint is section aligned where a gap
+// allows, so that it can take huge pages (Linux 6.7's
+// thp_get_unmapped_area for anonymous memory, with its padded search:
+// the highest gap that holds size plus a section).
 func (as *AddressSpace) getUnmappedArea(hint, size uint32) (uint32, bool) {
 	if hint != 0 {
 		hint = (hint + pageMask) &^ pageMask
@@ -106,6 +110,17 @@ func (as *AddressSpace) getUnmappedArea(hint, size uint32) (uint32, bool) {
 			return hint, true
 		}
 	}
+	if hint == 0 && size%pgtable.SectionSize == 0 && size <= pgtable.WindowSize-pgtable.SectionSize {
+		if end, ok := as.topGap(size + pgtable.SectionSize); ok {
+			return (end - size) &^ hugeMask, true
+		}
+	}
+	end, ok := as.topGap(size)
+	return end - size, ok
+}
+
+// topGap returns the end of the highest gap of at least size bytes.
+func (as *AddressSpace) topGap(size uint32) (uint32, bool) {
 	gapEnd := pgtable.WindowEnd
 	for v := as.tail; ; v = v.prev {
 		gapStart := pgtable.WindowStart
@@ -113,7 +128,7 @@ func (as *AddressSpace) getUnmappedArea(hint, size uint32) (uint32, bool) {
 			gapStart = v.end
 		}
 		if gapEnd-gapStart >= size {
-			return gapEnd - size, true
+			return gapEnd, true
 		}
 		if v == nil {
 			return 0, false

@@ -29,6 +29,10 @@ func (r *runner) checkMMU() error {
 	clear(r.readers)
 	clear(r.writer)
 	zero := uint32(r.mgr.ZeroPFN().Addr())
+	hz, hasHZ := r.mgr.HugeZeroPage()
+	inHugeZero := func(pa uint32) bool {
+		return hasHZ && pa >= uint32(hz.Addr()) && pa-uint32(hz.Addr()) < pgtable.SectionSize
+	}
 	for _, s := range r.spaces {
 		for a, p := range s.pages {
 			// A read fault is a fault for every access (ARMv7's AP
@@ -48,10 +52,10 @@ func (r *runner) checkMMU() error {
 				bad = "writable without PROT_WRITE"
 			case (xfs == 0) != (p.prot&mm.ProtExec != 0):
 				bad = fmt.Sprintf("readable, and exec %v", xfs)
-			case wfs == 0 && wpa == zero:
-				bad = "the zero page is writable"
-			case rpa == zero && p.data != nil:
-				bad = "reads the zero page where the model has data"
+			case wfs == 0 && (wpa == zero || inHugeZero(wpa)):
+				bad = "a zero page is writable"
+			case (rpa == zero || inHugeZero(rpa)) && p.data != nil:
+				bad = "reads a zero page where the model has data"
 			}
 			if bad != "" {
 				return fmt.Errorf("MMU at %#08x in pid %d (model prot %d): %s", a, s.as.PID(), p.prot, bad)
@@ -80,9 +84,12 @@ type where struct {
 // sums against the totals they divide:
 //
 //   - Anonymous + Swap is the model's pages with data (anything else is
-//     unmapped, never touched, or reads the zero page, which smaps does
-//     not count); Rss is Anonymous, and splits into shared and private,
-//     clean and dirty; nothing is lazily free or huge yet;
+//     unmapped, never touched, or reads a zero page, which smaps does
+//     not count), as long as no huge page was ever made: one maps a whole
+//     section's frames however few the model wrote, and from then on the
+//     model's pages with data are only a lower bound. Rss is Anonymous,
+//     and splits into shared and private, clean and dirty; LazyFree and
+//     AnonHugePages are parts of Anonymous, the latter in whole sections;
 //   - the shares are no more than the whole: Pss ≤ Rss, Pss_Dirty ≤ Pss,
 //     SwapPss ≤ Swap, Referenced ≤ Rss;
 //   - summed over every space, Pss is AnonPages and SwapPss the slots in
@@ -90,6 +97,7 @@ type where struct {
 //     byte per VMA, and 1/4096 byte per mapping).
 func (r *runner) checkSmaps() error {
 	var pss, swapPss, vmas uint64
+	huge, _ := r.mgr.VmstatValue("thp_fault_alloc")
 	for _, s := range r.spaces {
 		es := s.as.Smaps()
 		data := make([]uint64, len(es)) // the model's bytes with data, per VMA
@@ -107,14 +115,18 @@ func (r *runner) checkSmaps() error {
 			data := data[i]
 			var bad string
 			switch {
-			case e.Anonymous+e.Swap != data:
+			case huge == 0 && e.Anonymous+e.Swap != data:
 				bad = fmt.Sprintf("Anonymous + Swap is %d kB, the model has %d kB of data", (e.Anonymous+e.Swap)>>10, data>>10)
+			case e.Anonymous+e.Swap < data || e.Anonymous+e.Swap > uint64(e.End-e.Start):
+				bad = fmt.Sprintf("Anonymous + Swap is %d kB, the model has %d kB of data in %d kB", (e.Anonymous+e.Swap)>>10, data>>10, (e.End-e.Start)>>10)
 			case e.Rss != e.Anonymous:
 				bad = "Rss is not Anonymous"
 			case e.SharedClean+e.SharedDirty+e.PrivateClean+e.PrivateDirty != e.Rss:
 				bad = "Shared and Private do not add up to Rss"
-			case e.LazyFree != 0 || e.AnonHugePages != 0:
-				bad = "LazyFree or AnonHugePages with neither MADV_FREE nor huge pages"
+			case e.LazyFree > e.Anonymous || e.AnonHugePages > e.Anonymous || e.AnonHugePages%pgtable.SectionSize != 0:
+				bad = "LazyFree or AnonHugePages is not a part of Anonymous"
+			case huge == 0 && e.AnonHugePages != 0:
+				bad = "AnonHugePages, and no huge page was ever made"
 			case e.Pss > e.Rss || e.PssDirty > e.Pss || e.SwapPss > e.Swap || e.Referenced > e.Rss:
 				bad = "a share is larger than its whole"
 			}

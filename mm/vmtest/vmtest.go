@@ -37,6 +37,9 @@ type Config struct {
 	MaxSpaces int
 	// CheckEvery runs mm.Check after every CheckEvery-th step (default 1).
 	CheckEvery int
+	// ViewEvery also checks the MMU's and smaps' views (views.go) at every
+	// ViewEvery-th check (default 1): they cost more than Check itself.
+	ViewEvery int
 	// Midway, if set, is called once halfway through, with the spaces
 	// live: for a caller that wants to show /proc files of a busy system.
 	Midway func()
@@ -52,13 +55,20 @@ type Stats struct {
 	Ops                                      map[string]int
 	Refused                                  int // operations the model expected to fail, and that failed
 	MaxSpaces, MaxVMAs, MaxPages, MaxAnonVMA int64
+	// Events are mm's huge page and lazy-free counters (vmstat) at the end.
+	Events map[string]uint64
 }
+
+// EventNames are the vmstat events a run reports in Stats.Events.
+var EventNames = []string{"thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc",
+	"thp_split_pmd", "thp_split_page", "thp_deferred_split_page", "pglazyfree", "pglazyfreed"}
 
 // The arena: operations aim at the top 4 MiB of the window (where mmap's
 // top-down search puts mappings anyway) so that they keep hitting each
 // other, two table pages' worth.
 const (
-	arenaPages = 1024
+	sectionPages = pgtable.PTEsPerTable
+	arenaPages   = 1024
 	arenaStart = pgtable.WindowEnd - arenaPages*pgtable.PageSize
 	pageSize   = pgtable.PageSize
 )
@@ -66,7 +76,12 @@ const (
 type page struct {
 	prot     mm.Prot
 	dontfork bool
+	hugepage bool // MADV_HUGEPAGE
+	nohuge   bool // MADV_NOHUGEPAGE
 	data     *[pageSize]byte // nil: zero; never written in place
+	// lazy: MADV_FREE'd with data and not written since, so reclaim may
+	// discard it; a read sees data until the discard and zeroes after.
+	lazy bool
 }
 
 type space struct {
@@ -100,9 +115,16 @@ func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) 
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = 1
 	}
+	if cfg.ViewEvery <= 0 {
+		cfg.ViewEvery = 1
+	}
 	r := &runner{mgr: mgr, swap: swap, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
 	err := r.run()
+	r.stats.Events = map[string]uint64{}
+	for _, n := range EventNames {
+		r.stats.Events[n], _ = mgr.VmstatValue(n)
+	}
 	for _, s := range r.spaces {
 		if xerr := s.as.Exit(); err == nil && xerr != nil {
 			err = xerr
@@ -158,6 +180,9 @@ func (r *runner) check() error {
 	if err := r.mgr.Check(); err != nil {
 		return err
 	}
+	if r.stats.Checks%r.cfg.ViewEvery != 0 {
+		return nil
+	}
 	if err := r.checkMMU(); err != nil {
 		return err
 	}
@@ -180,20 +205,26 @@ func (r *runner) step(s *space) (string, error) {
 		return "munmap", r.munmap(s)
 	case n < 27:
 		return "mprotect", r.mprotect(s)
-	case n < 31:
+	case n < 33:
 		return "madvise", r.madvise(s)
-	case n < 35:
+	case n < 37:
 		return "fork", r.fork(s)
-	case n < 38:
+	case n < 40:
 		return "exit", r.exit(s)
 	case n < 62:
 		return "write", r.write(s)
-	case n < 86:
+	case n < 84:
 		return "read", r.read(s)
-	case n < 93:
+	case n < 90:
 		return "reclaim", r.reclaim(s)
-	default:
+	case n < 94:
 		return "referenced", r.referenced(s)
+	case n < 98:
+		return "discard", r.discard(s)
+	case n < 99:
+		return "split", r.split(s)
+	default:
+		return "thp", r.thp()
 	}
 }
 
@@ -227,6 +258,10 @@ func expectErr(got, want error) error {
 
 func (r *runner) mmap(s *space) error {
 	npages := r.pages()
+	huge := r.src.Intn(3) == 0 // whole sections, often section aligned
+	if huge {
+		npages = sectionPages * uint32(1+r.src.Intn(2))
+	}
 	size := npages * pageSize
 	prot := r.prot()
 	var flags mm.MapFlags
@@ -238,6 +273,9 @@ func (r *runner) mmap(s *space) error {
 		flags, hint = mm.MapFixedNoReplace, r.addr()
 	case 2:
 		hint = r.addr()
+	}
+	if huge && hint != 0 && r.src.Intn(2) == 0 {
+		hint &^= pgtable.SectionSize - 1
 	}
 	fixed := flags != 0
 	if fixed && uint64(hint)+uint64(size) > uint64(pgtable.WindowEnd) {
@@ -260,6 +298,11 @@ func (r *runner) mmap(s *space) error {
 		want = hint
 	case hint != 0 && uint64(hint)+uint64(size) <= uint64(pgtable.WindowEnd) && s.free(hint, npages):
 		want = hint
+	case hint == 0 && npages%sectionPages == 0 && s.topDown(npages+sectionPages) != 0:
+		// Whole sections with no hint: aligned, in the highest gap that
+		// holds a section more (thp_get_unmapped_area).
+		a := s.topDown(npages + sectionPages)
+		want = (a + (npages+sectionPages)*pageSize - size) &^ (pgtable.SectionSize - 1)
 	default:
 		want = s.topDown(npages)
 	}
@@ -332,21 +375,54 @@ func (r *runner) mprotect(s *space) error {
 	return expectErr(err, want)
 }
 
+var advices = []mm.Advice{mm.MadvDontneed, mm.MadvDontneed, mm.MadvDontfork, mm.MadvDofork,
+	mm.MadvFree, mm.MadvFree, mm.MadvFree, mm.MadvHugepage, mm.MadvNohugepage}
+
 func (r *runner) madvise(s *space) error {
 	addr, npages := r.addr(), r.pages()
+	if r.src.Intn(4) == 0 {
+		// A section's worth, often exactly one: MADV_FREE keeps those
+		// whole.
+		addr &^= pgtable.SectionSize - 1
+		npages = sectionPages - 4 + uint32(r.src.Intn(9))
+	}
 	if uint64(addr)+uint64(npages)*pageSize > uint64(pgtable.WindowEnd) {
 		npages = (pgtable.WindowEnd - addr) / pageSize
 	}
-	advice := []mm.Advice{mm.MadvDontneed, mm.MadvDontneed, mm.MadvDontfork, mm.MadvDofork}[r.src.Intn(4)]
+	advice := advices[r.src.Intn(len(advices))]
+	// MADV_FREE drops swapped-out pages: the model needs to know which
+	// pages with data are not resident (mincore) before the call.
+	swapped := map[uint32]bool{}
+	if advice == mm.MadvFree {
+		for i := uint32(0); i < npages; i++ {
+			a := addr + i*pageSize
+			if p := s.pages[a]; p != nil && p.data != nil {
+				vec, err := s.as.Mincore(a, pageSize)
+				if err != nil {
+					return fmt.Errorf("mincore %#08x: %w", a, err)
+				}
+				swapped[a] = vec[0]&1 == 0
+			}
+		}
+	}
 	err := s.as.Madvise(addr, npages*pageSize, advice)
 	var want error
 	for i := uint32(0); i < npages; i++ {
-		p := s.pages[addr+i*pageSize]
+		a := addr + i*pageSize
+		p := s.pages[a]
 		switch {
 		case p == nil:
 			want = mm.ErrNotMapped
 		case advice == mm.MadvDontneed:
-			p.data = nil
+			p.data, p.lazy = nil, false
+		case advice == mm.MadvFree && swapped[a]:
+			p.data, p.lazy = nil, false
+		case advice == mm.MadvFree:
+			p.lazy = p.data != nil
+		case advice == mm.MadvHugepage:
+			p.hugepage, p.nohuge = true, false
+		case advice == mm.MadvNohugepage:
+			p.hugepage, p.nohuge = false, true
 		default:
 			p.dontfork = advice == mm.MadvDontfork
 		}
@@ -456,7 +532,7 @@ func (r *runner) write(s *space) error {
 			nd = *p.data
 		}
 		c := copy(nd[a-pa:], data[off:])
-		p.data = &nd
+		p.data, p.lazy = &nd, false
 		off += c
 	}
 	return checkFault(err, faddr, reason, ok)
@@ -529,10 +605,20 @@ func (r *runner) reclaim(s *space) error {
 		return nil
 	}
 	pool := r.mgr.Pool()
-	pg := pool.Page(pfn)
-	if pg.TestAndSet(phys.PGLocked) {
-		return fmt.Errorf("page %v at %#08x already locked", pfn, addr)
+	head := pool.CompoundHead(pfn)
+	if pool.Page(head).TestAndSet(phys.PGLocked) {
+		return fmt.Errorf("page %v at %#08x already locked", head, addr)
 	}
+	if head != pfn || pool.Page(head).Compound() {
+		// A slot holds a small page: split the huge one first, as
+		// reclaim does. Nothing else holds it, so the split must work.
+		if err := r.mgr.SplitHugePage(pfn); err != nil {
+			pool.Page(head).Clear(phys.PGLocked)
+			pool.Put(pfn)
+			return fmt.Errorf("split of %v for reclaim: %w", pfn, err)
+		}
+	}
+	pg := pool.Page(pfn)
 	entry, err := r.swap.Store(pfn)
 	if err == nil {
 		var unmapped bool
@@ -552,16 +638,146 @@ func (r *runner) reclaim(s *space) error {
 	return err
 }
 
-// referenced ages a page: page_referenced must report exactly the young
-// PTEs among its mappings, and clear them.
-func (r *runner) referenced(s *space) error {
+// lockedPage picks a page of s as reclaim would take it: a reference and
+// the lock on its head (the whole compound page).
+func (r *runner) lockedPage(s *space) (phys.PFN, phys.PFN, func(), bool) {
 	_, pfn, ok := r.pickPage(s)
+	if !ok {
+		return 0, 0, nil, false
+	}
+	pool := r.mgr.Pool()
+	head := pool.CompoundHead(pfn)
+	pool.Page(head).Set(phys.PGLocked)
+	return pfn, head, func() {
+		pool.Page(head).Clear(phys.PGLocked)
+		pool.Put(pfn)
+	}, true
+}
+
+// mapCount is every mapping of the page at head: sections and small
+// PTEs of each frame (folio_mapcount).
+func (r *runner) mapCount(head phys.PFN) int {
+	pool := r.mgr.Pool()
+	lc, large := pool.LargeCounts(head)
+	if !large {
+		return int(pool.Page(head).MapCount())
+	}
+	n := int(lc.Entire())
+	for i := phys.PFN(0); i < sectionPages; i++ {
+		n += int(pool.Page(head + i).MapCount())
+	}
+	return n
+}
+
+// discard runs reclaim's hook for lazily freed pages on a page. Whatever
+// it unmaps reads zeroes from then on, so every page it unmapped must be
+// one the model says may be: freed with MADV_FREE and not written since
+// (or never written at all).
+func (r *runner) discard(s *space) error {
+	pfn, head, release, ok := r.lockedPage(s)
 	if !ok {
 		return nil
 	}
+	before, err := r.mappings(head)
+	var d mm.Discard
+	if err == nil {
+		d, err = r.mgr.DiscardLazyFree(pfn)
+	}
+	var after map[mm.Mapping]bool
+	if err == nil {
+		after, err = r.mappings(head)
+	}
+	release()
+	if err != nil {
+		return err
+	}
+	if d == mm.Discarded && len(after) != 0 {
+		return fmt.Errorf("discard of %v reported done with %d mappings left", head, len(after))
+	}
+	for mp := range before {
+		if after[mp] {
+			continue
+		}
+		n := uint32(1)
+		if mp.Huge {
+			n = sectionPages
+		}
+		t := r.spaceOf(mp.AS)
+		for i := uint32(0); i < n; i++ {
+			a := mp.Addr + i*pageSize
+			p := t.pages[a]
+			if p == nil {
+				return fmt.Errorf("discard (%v) unmapped %#08x in pid %d, which the model has unmapped", d, a, mp.AS.PID())
+			}
+			if p.data != nil && !p.lazy {
+				return fmt.Errorf("discard (%v) dropped %#08x in pid %d, written after MADV_FREE (or never freed)", d, a, mp.AS.PID())
+			}
+			p.data, p.lazy = nil, false
+		}
+	}
+	return nil
+}
+
+func (r *runner) mappings(head phys.PFN) (map[mm.Mapping]bool, error) {
+	out := map[mm.Mapping]bool{}
+	err := r.mgr.RmapWalk(head, func(mp mm.Mapping) { out[mp] = true })
+	return out, err
+}
+
+func (r *runner) spaceOf(as *mm.AddressSpace) *space {
+	for _, t := range r.spaces {
+		if t.as == as {
+			return t
+		}
+	}
+	return nil
+}
+
+// split splits huge pages: the deferred split queue's scan, or one page
+// the way reclaim does. Neither may change a byte.
+func (r *runner) split(s *space) error {
+	if r.src.Intn(2) == 0 {
+		r.mgr.DeferredSplitScan(1 + r.src.Intn(4))
+		return nil
+	}
+	pfn, head, release, ok := r.lockedPage(s)
+	if !ok {
+		return nil
+	}
+	if !r.mgr.Pool().Page(head).Compound() {
+		release()
+		return nil
+	}
+	err := r.mgr.SplitHugePage(pfn)
 	pool := r.mgr.Pool()
-	pg := pool.Page(pfn)
-	pg.Set(phys.PGLocked)
+	if err == nil {
+		pool.Page(pfn).Clear(phys.PGLocked)
+		pool.Put(pfn)
+		return nil
+	}
+	release()
+	return fmt.Errorf("split of %v: %w", pfn, err)
+}
+
+// thp switches the global policy, mostly to always.
+func (r *runner) thp() error {
+	mode := mm.THPAlways
+	switch n := r.src.Intn(8); {
+	case n == 0:
+		mode = mm.THPNever
+	case n < 3:
+		mode = mm.THPMadvise
+	}
+	return r.mgr.SetTHPEnabled(mode)
+}
+
+// referenced ages a page: page_referenced must report exactly the young
+// PTEs among its mappings, and clear them.
+func (r *runner) referenced(s *space) error {
+	pfn, head, release, ok := r.lockedPage(s)
+	if !ok {
+		return nil
+	}
 	maps := 0
 	err := r.mgr.RmapWalk(pfn, func(mm.Mapping) { maps++ })
 	var young int
@@ -572,13 +788,13 @@ func (r *runner) referenced(s *space) error {
 	if err == nil {
 		again, err = r.mgr.PageReferenced(pfn)
 	}
-	pg.Clear(phys.PGLocked)
-	pool.Put(pfn)
+	want := r.mapCount(head)
+	release()
 	switch {
 	case err != nil:
 		return err
-	case maps != int(pg.MapCount()):
-		return fmt.Errorf("rmap walk of %v found %d mappings, map count %d", pfn, maps, pg.MapCount())
+	case maps != want:
+		return fmt.Errorf("rmap walk of %v found %d mappings, map count %d", pfn, maps, want)
 	case young > maps || again != 0:
 		return fmt.Errorf("page_referenced of %v: %d young of %d, then %d", pfn, young, maps, again)
 	}
@@ -597,8 +813,9 @@ func (r *runner) compareVMAs(s *space) error {
 			if p == nil {
 				return fmt.Errorf("VMA %#08x-%#08x maps %#08x, which the model has unmapped", v.Start, v.End, a)
 			}
-			if mm.Prot(v.Flags&7) != p.prot || (v.Flags&mm.VMDontCopy != 0) != p.dontfork {
-				return fmt.Errorf("VMA %#08x-%#08x flags %#x at %#08x, model has prot %d dontfork %v", v.Start, v.End, v.Flags, a, p.prot, p.dontfork)
+			if mm.Prot(v.Flags&7) != p.prot || (v.Flags&mm.VMDontCopy != 0) != p.dontfork ||
+				(v.Flags&mm.VMHugepage != 0) != p.hugepage || (v.Flags&mm.VMNoHugepage != 0) != p.nohuge {
+				return fmt.Errorf("VMA %#08x-%#08x flags %#x at %#08x, model has %+v", v.Start, v.End, v.Flags, a, *p)
 			}
 			n++
 		}

@@ -35,22 +35,24 @@ func finish(t testing.TB, mgr *mm.Manager, pool *phys.Pool) {
 // operations over several address spaces, each step checked against the
 // model, by mm.Check, and through the MMU's and smaps' views (views.go).
 // modelSteps is 1<<20 in a normal build and less under the race detector
-// (see race_test.go); -short runs shortModelSteps, for make mutants.
+// (see race_test.go), with mm.Check after every step and the views after
+// every fourth; -short runs shortModelSteps with both after every step,
+// for make mutants.
 func TestModel(t *testing.T) {
-	const streams = 32
-	steps := modelSteps
+	const streams = 128
+	steps, views := modelSteps, 4
 	if testing.Short() {
-		steps = shortModelSteps
+		steps, views = shortModelSteps, 1
 	}
 	per := steps / streams
 	var mu sync.Mutex
-	total := Stats{Ops: map[string]int{}}
+	total := Stats{Ops: map[string]int{}, Events: map[string]uint64{}}
 	t.Run("streams", func(t *testing.T) {
 		for seed := int64(1); seed <= streams; seed++ {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
-				mgr, swap, pool := newManager(t, 2+int(seed%3))
-				st, err := Run(mgr, swap, rand.New(rand.NewSource(seed)), Config{Steps: per})
+				mgr, swap, pool := newManager(t, 3+int(seed%4))
+				st, err := Run(mgr, swap, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views})
 				require.NoError(t, err, "seed %d", seed)
 				finish(t, mgr, pool)
 				mu.Lock()
@@ -60,6 +62,9 @@ func TestModel(t *testing.T) {
 				total.Refused += st.Refused
 				for k, v := range st.Ops {
 					total.Ops[k] += v
+				}
+				for k, v := range st.Events {
+					total.Events[k] += v
 				}
 				total.MaxSpaces = max(total.MaxSpaces, st.MaxSpaces)
 				total.MaxVMAs = max(total.MaxVMAs, st.MaxVMAs)
@@ -71,11 +76,14 @@ func TestModel(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("model: %d steps, %d checks, %d refused as expected; ops %v; at most %d spaces, %d VMAs, %d anon pages, %d anon_vmas",
-		total.Steps, total.Checks, total.Refused, total.Ops, total.MaxSpaces, total.MaxVMAs, total.MaxPages, total.MaxAnonVMA)
+	t.Logf("model: %d steps, %d checks, %d refused as expected; ops %v; at most %d spaces, %d VMAs, %d anon pages, %d anon_vmas; events %v",
+		total.Steps, total.Checks, total.Refused, total.Ops, total.MaxSpaces, total.MaxVMAs, total.MaxPages, total.MaxAnonVMA, total.Events)
 	require.Equal(t, streams*per, total.Steps)
-	for _, op := range []string{"mmap", "munmap", "mprotect", "madvise", "fork", "exit", "write", "read", "reclaim", "referenced"} {
+	for _, op := range []string{"mmap", "munmap", "mprotect", "madvise", "fork", "exit", "write", "read", "reclaim", "referenced", "discard", "split", "thp"} {
 		require.NotZero(t, total.Ops[op], op)
+	}
+	for _, ev := range EventNames {
+		require.NotZero(t, total.Events[ev], "no %s in the whole run", ev)
 	}
 	require.Greater(t, total.MaxPages, int64(64), "the streams should build up real memory use")
 }

@@ -37,7 +37,7 @@ func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentCon
 	}
 	src := rand.New(rand.NewSource(seed))
 	// The family: a parent with memory, and its children.
-	root := &runner{mgr: mgr, swap: swap, src: src, cfg: Config{MaxSpaces: cfg.Spaces}, stats: Stats{Ops: map[string]int{}},
+	root := &runner{mgr: mgr, swap: swap, src: src, cfg: Config{MaxSpaces: cfg.Spaces, ViewEvery: 1, CheckEvery: 1}, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
 	as, err := mgr.NewAddressSpace()
 	if err != nil {
@@ -71,7 +71,7 @@ func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentCon
 	}
 	workers := make([]*runner, len(root.spaces))
 	for i, s := range root.spaces {
-		w := &runner{mgr: mgr, swap: swap, src: rand.New(rand.NewSource(seed*1000 + int64(i))), stats: Stats{Ops: map[string]int{}}, spaces: []*space{s}}
+		w := &runner{mgr: mgr, swap: swap, src: rand.New(rand.NewSource(seed*1000 + int64(i))), stats: Stats{Ops: map[string]int{}}, spaces: []*space{s}, concurrent: true}
 		workers[i] = w
 		wg.Go(func() {
 			for step := range cfg.Steps {
@@ -195,10 +195,20 @@ func reclaimOrAge(mgr *mm.Manager, swap *RAMSwap, as *mm.AddressSpace, addr uint
 		return 0, nil
 	}
 	pool := mgr.Pool()
-	pg := pool.Page(pfn)
-	if pg.TestAndSet(phys.PGLocked) {
+	head := pool.CompoundHead(pfn)
+	if pool.Page(head).TestAndSet(phys.PGLocked) {
 		return 0, pool.Put(pfn) // another reclaimer has it
 	}
+	if out && pool.Page(pfn).Compound() {
+		// A slot holds a small page: split the huge one first. Someone
+		// else holding it (another reclaimer's reference) makes that
+		// fail, and the page is left for later.
+		if mgr.SplitHugePage(pfn) != nil {
+			pool.Page(head).Clear(phys.PGLocked)
+			return 0, pool.Put(pfn)
+		}
+	}
+	pg := pool.Page(pfn)
 	var n int
 	var err error
 	if out {
@@ -220,7 +230,7 @@ func reclaimOrAge(mgr *mm.Manager, swap *RAMSwap, as *mm.AddressSpace, addr uint
 	} else {
 		_, err = mgr.PageReferenced(pfn)
 	}
-	pg.Clear(phys.PGLocked)
+	pool.Page(pool.CompoundHead(pfn)).Clear(phys.PGLocked)
 	if perr := pool.Put(pfn); err == nil {
 		err = perr
 	}

@@ -69,19 +69,23 @@ var EventNames = []string{"thp_fault_alloc", "thp_fault_fallback", "thp_zero_pag
 const (
 	sectionPages = pgtable.PTEsPerTable
 	arenaPages   = 1024
-	arenaStart = pgtable.WindowEnd - arenaPages*pgtable.PageSize
-	pageSize   = pgtable.PageSize
+	arenaStart   = pgtable.WindowEnd - arenaPages*pgtable.PageSize
+	pageSize     = pgtable.PageSize
 )
 
 type page struct {
 	prot     mm.Prot
 	dontfork bool
-	hugepage bool // MADV_HUGEPAGE
-	nohuge   bool // MADV_NOHUGEPAGE
+	hugepage bool            // MADV_HUGEPAGE
+	nohuge   bool            // MADV_NOHUGEPAGE
 	data     *[pageSize]byte // nil: zero; never written in place
 	// lazy: MADV_FREE'd with data and not written since, so reclaim may
 	// discard it; a read sees data until the discard and zeroes after.
 	lazy bool
+	// maybeZero: MADV_FREE'd while reclaimers ran (RunConcurrent), so
+	// whether it was swapped out, and its data dropped, is unknown until a
+	// read tells.
+	maybeZero bool
 }
 
 type space struct {
@@ -97,6 +101,9 @@ type runner struct {
 	spaces []*space
 	stats  Stats
 	buf    []byte
+
+	// concurrent: reclaimers run beside this runner (RunConcurrent).
+	concurrent bool
 
 	// checkMMU's frame maps, kept to be reused: the mappings through which
 	// each frame is readable, and where each writable frame is written.
@@ -177,6 +184,15 @@ func (r *runner) run() error {
 // check is the oracle after a step: mm's own invariants, then the
 // hardware descriptors and smaps judged against the model.
 func (r *runner) check() error {
+	if r.concurrent || r.cfg.ViewEvery == 1 {
+		for _, s := range r.spaces {
+			for a := range s.pages {
+				if err := r.resolve(s, a); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if err := r.mgr.Check(); err != nil {
 		return err
 	}
@@ -393,7 +409,7 @@ func (r *runner) madvise(s *space) error {
 	// MADV_FREE drops swapped-out pages: the model needs to know which
 	// pages with data are not resident (mincore) before the call.
 	swapped := map[uint32]bool{}
-	if advice == mm.MadvFree {
+	if advice == mm.MadvFree && !r.concurrent {
 		for i := uint32(0); i < npages; i++ {
 			a := addr + i*pageSize
 			if p := s.pages[a]; p != nil && p.data != nil {
@@ -414,11 +430,12 @@ func (r *runner) madvise(s *space) error {
 		case p == nil:
 			want = mm.ErrNotMapped
 		case advice == mm.MadvDontneed:
-			p.data, p.lazy = nil, false
+			p.data, p.lazy, p.maybeZero = nil, false, false
 		case advice == mm.MadvFree && swapped[a]:
-			p.data, p.lazy = nil, false
+			p.data, p.lazy, p.maybeZero = nil, false, false
 		case advice == mm.MadvFree:
 			p.lazy = p.data != nil
+			p.maybeZero = r.concurrent && p.data != nil
 		case advice == mm.MadvHugepage:
 			p.hugepage, p.nohuge = true, false
 		case advice == mm.MadvNohugepage:
@@ -516,6 +533,11 @@ func (r *runner) write(s *space) error {
 	for i := range data {
 		data[i] = byte(r.src.Intn(256))
 	}
+	for a := addr &^ (pageSize - 1); uint64(a) < uint64(addr)+uint64(n); a += pageSize {
+		if err := r.resolve(s, a); err != nil {
+			return err
+		}
+	}
 	err := s.as.Write(addr, data)
 	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessWrite)
 	if !ok {
@@ -532,7 +554,7 @@ func (r *runner) write(s *space) error {
 			nd = *p.data
 		}
 		c := copy(nd[a-pa:], data[off:])
-		p.data, p.lazy = &nd, false
+		p.data, p.lazy, p.maybeZero = &nd, false, false
 		off += c
 	}
 	return checkFault(err, faddr, reason, ok)
@@ -558,11 +580,24 @@ func (r *runner) read(s *space) error {
 		a := addr + uint32(off)
 		pa := a &^ (pageSize - 1)
 		want := &zero
-		if d := s.pages[pa].data; d != nil {
-			want = d
+		p := s.pages[pa]
+		if p.data != nil {
+			want = p.data
 		}
 		w := want[a-pa:]
 		c := min(len(w), len(got)-off)
+		if p.maybeZero {
+			// The first read after a concurrent MADV_FREE says which.
+			// (Bytes that are zero in the data too tell nothing.)
+			isData, isZero := bytes.Equal(got[off:off+c], w[:c]), bytes.Equal(got[off:off+c], zero[:c])
+			switch {
+			case isData && !isZero:
+				p.maybeZero = false
+			case isZero && !isData:
+				p.data, p.lazy, p.maybeZero = nil, false, false
+				w = zero[a-pa:]
+			}
+		}
 		if !bytes.Equal(got[off:off+c], w[:c]) {
 			i := 0
 			for got[off+i] == w[i] {
@@ -572,6 +607,35 @@ func (r *runner) read(s *space) error {
 		}
 		off += c
 	}
+	return nil
+}
+
+// resolve settles a maybeZero page by reading it: its old data, or zeroes
+// if a concurrent MADV_FREE dropped it from swap.
+func (r *runner) resolve(s *space, a uint32) error {
+	p := s.pages[a]
+	if p == nil || !p.maybeZero || p.prot == mm.ProtNone {
+		return nil
+	}
+	if p.data == nil {
+		p.maybeZero = false
+		return nil
+	}
+	var got [pageSize]byte
+	if err := s.as.Read(a, got[:]); err != nil {
+		return fmt.Errorf("resolving %#08x: %w", a, err)
+	}
+	var zero [pageSize]byte
+	switch {
+	case got == *p.data && got == zero:
+		return nil // zero data: the read cannot tell, and need not
+	case got == *p.data:
+	case got == zero:
+		p.data, p.lazy = nil, false
+	default:
+		return fmt.Errorf("read %#08x after MADV_FREE: neither its data nor zeroes", a)
+	}
+	p.maybeZero = false
 	return nil
 }
 

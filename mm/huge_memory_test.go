@@ -161,29 +161,38 @@ func TestHugeFaultFallsBackWithoutAFreeBlock(t *testing.T) {
 }
 
 // A huge fault hands out a zeroed page even where the pool's memory held
-// data: the frames come from a block freed dirty.
+// data: every free huge block is written over first.
 func TestHugeFaultZeroes(t *testing.T) {
 	m := newTestManager(t)
-	f, err := m.pool.Alloc(phys.HugeOrder, phys.Kernel|phys.Compound)
-	require.NoError(t, err)
-	b, err := m.pool.Block(f, phys.HugeOrder)
-	require.NoError(t, err)
-	for i := range b {
-		b[i] = 0xaa
-	}
-	require.NoError(t, m.pool.Put(f))
 	as := newAS(t, m)
-	// Every free block will do: fault huge pages until the pool is out of
-	// them, then check every byte read.
-	a := mmap(t, as, 0, 8*sec/pg, ProtRead|ProtWrite, 0)
-	buf := make([]byte, sec)
-	for i := uint32(0); i < 8; i++ {
-		if err := as.Write(a+i*sec, []byte{0}); err != nil {
+	var dirty []phys.PFN
+	for {
+		f, err := m.pool.Alloc(phys.HugeOrder, phys.MovableAlloc|phys.Compound)
+		if err != nil {
 			break
+		}
+		b, err := m.pool.Block(f, phys.HugeOrder)
+		require.NoError(t, err)
+		for i := range b {
+			b[i] = 0xaa
+		}
+		dirty = append(dirty, f)
+	}
+	require.NotEmpty(t, dirty)
+	for _, f := range dirty {
+		require.NoError(t, m.pool.Put(f))
+	}
+	c := snap(t, m)
+	a := mmap(t, as, 0, uint32(len(dirty))*sec/pg, ProtRead|ProtWrite, 0)
+	buf := make([]byte, sec)
+	for i := uint32(0); i < uint32(len(dirty)); i++ {
+		if err := as.Write(a+i*sec+sec-1, []byte{0}); err != nil {
+			t.Fatalf("section %d: %v", i, err)
 		}
 		require.NoError(t, as.Read(a+i*sec, buf))
 		require.Equal(t, -1, nonZero(buf), "section %d", i)
 	}
+	assert.NotZero(t, c.delta(t, m)["thp_fault_alloc"], "some faults were huge")
 }
 
 func TestHugeZeroPage(t *testing.T) {

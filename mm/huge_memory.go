@@ -456,8 +456,8 @@ func (m *Manager) addRmapPTE(pfn phys.PFN) {
 }
 
 // removeRmapPTE drops one PTE mapping of the frame pfn. A compound page
-// left mapped in part goes on the deferred split queue; one left
-// unmapped leaves it.
+// left mapped in part (by small PTEs only) goes on the deferred split
+// queue; one left unmapped leaves it.
 func (m *Manager) removeRmapPTE(pfn phys.PFN) {
 	if m.pool.Page(pfn).DecMapCount() != 0 {
 		return
@@ -469,12 +469,15 @@ func (m *Manager) removeRmapPTE(pfn phys.PFN) {
 		return
 	}
 	nr := lc.AddPagesMapped(-1)
-	if nr < phys.EntirelyMapped {
+	switch {
+	case nr >= phys.EntirelyMapped:
+		// Mapped whole elsewhere: still counted, and not partly
+		// mapped (Linux queues nothing here either).
+	case nr == 0:
 		m.nrAnonPages.Add(-1)
-	}
-	if nr == 0 {
 		m.undeferSplit(head)
-	} else {
+	default:
+		m.nrAnonPages.Add(-1)
 		m.deferredSplit(head)
 	}
 }
@@ -534,7 +537,10 @@ func (m *Manager) DeferredSplitScan(n int) int {
 	for _, head := range picked {
 		pg := m.pool.Page(head)
 		if !pg.TestAndSet(phys.PGLocked) {
-			if err := m.SplitHugePage(head); err == nil {
+			switch {
+			case !m.partlyMapped(head):
+				m.undeferSplit(head) // mapped whole again, or gone
+			case m.SplitHugePage(head) == nil:
 				split++
 			}
 			pg.Clear(phys.PGLocked)
@@ -542,6 +548,17 @@ func (m *Manager) DeferredSplitScan(n int) int {
 		m.pool.Put(head)
 	}
 	return split
+}
+
+// partlyMapped: still a compound page, mapped by no section, and with
+// some frames mapped by none (folio_test_partially_mapped).
+func (m *Manager) partlyMapped(head phys.PFN) bool {
+	lc, large := m.pool.LargeCounts(head)
+	if !large || lc.Entire() != 0 {
+		return false
+	}
+	n := lc.PagesMapped()
+	return n > 0 && n < hugeNr
 }
 
 // SplitHugePage splits the compound page holding the frame pfn into

@@ -18,7 +18,7 @@ import (
 func init() {
 	scenario.Register(scenario.Scenario{
 		Name: "vm",
-		Help: "run steps= random mmap, munmap, mprotect, madvise, fork, exit, read, write and reclaim operations from seed= against a reference model, checking mm's invariants after each step, then that the pool got every frame back",
+		Help: "run steps= random mmap, munmap, mprotect, madvise (MADV_FREE and huge page advice included), fork, exit, read, write, split, discard and reclaim operations from seed= against a reference model, checking mm's invariants after each step, then that the pool got every frame back",
 		Params: []cmdline.Spec{
 			{Name: "steps", Value: cmdline.Int{Min: 1, Max: 10000000}, Default: "3000", Help: "how many random operations to run"},
 			{Name: "seed", Value: cmdline.Int{Min: math.MinInt64, Max: math.MaxInt64}, Default: "1", Help: "the seed of the operations"},

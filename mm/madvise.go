@@ -243,8 +243,11 @@ func (m *Manager) mappedShared(head phys.PFN) bool {
 	if !large {
 		return m.pool.Page(head).MapCount() > 1
 	}
-	if e := lc.Entire(); e > 1 || e == 1 && lc.PagesMapped() != phys.EntirelyMapped {
+	switch e, small := lc.Entire(), lc.PagesMapped()&^phys.EntirelyMapped; {
+	case e > 1 || e == 1 && small != 0:
 		return true
+	case e == 1:
+		return false // one section, and no small mapping at all
 	}
 	for i := phys.PFN(0); i < hugeNr; i++ {
 		if m.pool.Page(head+i).MapCount() > 1 {

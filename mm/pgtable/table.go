@@ -303,6 +303,14 @@ func (t *Table) Range(start, end uint32, fn func(va uint32, p PTE) bool) {
 			if pg == nil {
 				break
 			}
+			if va&(SectionSize-1) == 0 || va == start {
+				// A half with no entry in use (a section's deposit, or
+				// the empty side of a pair) is skipped whole.
+				if halfCount(*t.used(pair), l1Index(va)&1) == 0 {
+					va = (va | (SectionSize - 1)) - PageSize + 1
+					continue
+				}
+			}
 			e := (l1Index(va)&1)*PTEsPerTable + va>>PageShift&(PTEsPerTable-1)
 			if p := PTE(get32(pg[:], e)); p != 0 && !fn(va, p) {
 				return

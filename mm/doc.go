@@ -28,7 +28,10 @@
 //   - a present PTE that is not young, or clean on a write: the software
 //     bit is set, which grants the hardware permission (Linux/ARM's
 //     dirty/young emulation);
-//   - a swap PTE: the page is read back through the Swap hooks.
+//   - a swap PTE: the page is read back through the Swap hooks;
+//   - in an empty section that an eligible area covers whole: a huge page,
+//     or for a read the huge zero page (huge_memory.go); a write to a
+//     write-protected section reuses it, or splits it and copies a page.
 //
 // # Locks, in order
 //
@@ -46,6 +49,10 @@
 // Manager.mu guards the PID registry alone. It is a leaf: Exit takes it
 // under its mmap lock to unregister, and nothing takes another lock while
 // holding it (Check and Stats copy the registry first, then lock spaces).
+// Manager.deferredMu (the deferred split queue, split_queue_lock) is taken
+// under a page-table lock when a mapping goes; SplitHugePage holds it
+// around phys's split, so it nests the zone lock and nothing else.
+// Manager.hugeZeroMu is taken with no lock held (it may allocate).
 //
 // The Swap hooks run under these locks: Dup and Free with a page-table
 // lock held (fork copying swap PTEs holds the parent's and the child's;
@@ -70,9 +77,15 @@
 //
 // # Invariants (Manager.Check asserts them)
 //
-//   - a page's map count equals the PTEs that map it, its reference count
-//     is at least that, and every PTE mapping it is found exactly once by
-//     an rmap walk from its anon_vma;
+//   - a page's map count equals the PTEs that map it, a compound page's
+//     entire map count the sections that map it and its pages-mapped
+//     count its frames mapped small (plus EntirelyMapped while a section
+//     maps it); its reference count is at least all of them; every entry
+//     mapping it is found exactly once by an rmap walk from its anon_vma;
+//   - a section maps an order-8 compound page (or the huge zero page,
+//     read-only), lies inside one VMA and has a table page deposited; a
+//     compound page mapped small in part and by no section is on the
+//     deferred split queue;
 //   - a page's anon_vma is in the chain of every VMA mapping it, and its
 //     Index is its linear page index in each;
 //   - no PTE lies outside a VMA or grants more than the VMA allows; every
@@ -81,7 +94,7 @@
 //     root; an anon_vma's tree holds exactly the chains linked to it, and
 //     its degree counters and reference count are what its family says;
 //   - every page handed to an address space was zeroed (VerifyZeroed
-//     checks it as it happens);
+//     checks it as it happens), and the zero pages stay zero;
 //   - when every address space has exited and the Manager is closed,
 //     every frame is back in the pool.
 package mm

@@ -72,6 +72,8 @@ type Manager struct {
 	hugeZeroMu  sync.Mutex
 	hugeZeroPA  atomic.Uint32
 	hugeZeroPFN phys.PFN
+	// hugeZeroChecks picks the frame of it Check reads next.
+	hugeZeroChecks atomic.Uint32
 
 	// The deferred split queue: compound pages mapped in part.
 	deferredMu sync.Mutex

@@ -156,4 +156,3 @@ func vmstatB(b *testing.B, m *Manager, name string) uint64 {
 	require.True(b, ok, name)
 	return v
 }
-

@@ -226,6 +226,15 @@ func (as *AddressSpace) doHugeAnonymousPage(v *VMA, va uint32, acc pgtable.Acces
 		as.pt.Withdraw(haddr)
 		return true, m.pool.Put(pfn)
 	}
+	as.mapNewHugePage(v, haddr, pfn)
+	return true, nil
+}
+
+// mapNewHugePage maps a new, zeroed compound page at haddr, writable and
+// dirty, exclusively this mapping's (the end of
+// __do_huge_pmd_anonymous_page), with the page-table lock held.
+func (as *AddressSpace) mapNewHugePage(v *VMA, haddr uint32, pfn phys.PFN) {
+	m := as.mgr
 	as.anonVMAPrepare(v)
 	pg := m.pool.Page(pfn)
 	pg.Mapping = v.anonVMA
@@ -235,7 +244,6 @@ func (as *AddressSpace) doHugeAnonymousPage(v *VMA, va uint32, acc pgtable.Acces
 	as.rss += hugeNr
 	as.setSection(haddr, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	m.thp.faultAlloc.Add(1)
-	return true, nil
 }
 
 // deposit puts a table page aside for haddr's section (the lock dance is
@@ -300,16 +308,8 @@ func (as *AddressSpace) doHugeWPPage(v *VMA, haddr uint32, sec pgtable.PTE) erro
 		if as.pt.Section(haddr) != sec {
 			return m.pool.Put(pfn)
 		}
-		as.anonVMAPrepare(v)
-		pg := m.pool.Page(pfn)
-		pg.Mapping = v.anonVMA
-		pg.Index = v.linearIndex(haddr)
-		pg.Set(phys.PGSwapBacked | phys.PGUptodate)
-		m.addRmapPMD(pfn)
 		as.hugeZeroMapped--
-		as.rss += hugeNr
-		as.setSection(haddr, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
-		m.thp.faultAlloc.Add(1)
+		as.mapNewHugePage(v, haddr, pfn)
 		return nil
 	}
 	pfn := phys.PFN(sec.PA() >> pgtable.PageShift)

@@ -81,39 +81,27 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 // dontneed zaps the PTEs of the range under the mmap lock held for
 // reading, as Linux does: faults may run beside it.
 func (as *AddressSpace) dontneed(addr, size uint32) error {
-	if size == 0 {
-		return nil
-	}
-	as.mmapLock.RLock()
-	defer as.mmapLock.RUnlock()
-	if as.exited {
-		return ErrExited
-	}
-	end := uint64(addr) + uint64(size)
-	cursor := uint64(addr)
-	var err error
-	for v := as.findVMA(addr); v != nil && uint64(v.start) < end; v = v.next {
-		s, e := max(v.start, addr), uint32(min(uint64(v.end), end))
-		if uint64(v.start) > cursor && err == nil {
-			err = ErrNotMapped
-		}
+	return as.eachMapped(addr, size, func(s, e uint32) error {
 		as.ptl.Lock()
-		zerr := as.zap(s, e)
-		as.ptl.Unlock()
-		if zerr != nil {
-			return zerr
-		}
-		cursor = uint64(v.end)
-	}
-	if cursor < end && err == nil {
-		err = ErrNotMapped
-	}
-	return err
+		defer as.ptl.Unlock()
+		return as.zap(s, e)
+	})
 }
 
-// free is MADV_FREE (madvise_free_single_vma), under the mmap lock held
-// for reading. Holes make it return ErrNotMapped after advising the rest.
+// free is MADV_FREE (madvise_free_single_vma), also under the mmap lock
+// held for reading.
 func (as *AddressSpace) free(addr, size uint32) error {
+	return as.eachMapped(addr, size, func(s, e uint32) error {
+		as.freeRange(s, e)
+		return nil
+	})
+}
+
+// eachMapped calls fn for the part of [addr, addr+size) in each VMA, in
+// address order, with the mmap lock held for reading. Holes make it
+// return ErrNotMapped (ENOMEM) after advising the rest, as madvise does;
+// an error from fn stops it.
+func (as *AddressSpace) eachMapped(addr, size uint32, fn func(start, end uint32) error) error {
 	if size == 0 {
 		return nil
 	}
@@ -129,7 +117,9 @@ func (as *AddressSpace) free(addr, size uint32) error {
 		if uint64(v.start) > cursor {
 			err = ErrNotMapped
 		}
-		as.freeRange(max(v.start, addr), uint32(min(uint64(v.end), end)))
+		if ferr := fn(max(v.start, addr), uint32(min(uint64(v.end), end))); ferr != nil {
+			return ferr
+		}
 		cursor = uint64(v.end)
 	}
 	if cursor < end {

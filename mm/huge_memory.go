@@ -565,9 +565,19 @@ func (m *Manager) partlyMapped(head phys.PFN) bool {
 // independent frames (split_huge_page): every section mapping of it is
 // split first, then the page itself, which fails if anyone but its
 // mappings and the caller holds a reference. The caller holds the page
-// lock on the head and one reference, taken through pfn; afterwards the
-// lock and the reference are on pfn's own frame, and every frame no one
-// maps is freed. A page that is not compound is left alone.
+// lock on the head and one reference, taken through pfn, and no
+// page-table lock; afterwards the lock and the reference are on pfn's own
+// frame, and every frame no one maps is freed. A page that is not
+// compound is left alone.
+//
+// Linux freezes the reference count of a page it splits, after unmapping
+// it everywhere. Here the mappings stay, so the split holds the
+// page-table lock of every space that may map the page instead: no
+// mapping can come or go, and no reference can be taken through one (a
+// fault, fork, zap, follow_page and an rmap walk all take it), so the
+// count the split checks cannot move while it rewrites the frames. The
+// locks are only tried, in no particular order, and the split fails
+// (busy) if one is taken: waiting for them could deadlock.
 func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 	head := m.pool.CompoundHead(pfn)
 	if _, large := m.pool.LargeCounts(head); !large {
@@ -587,18 +597,64 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 		}
 		as.ptl.Unlock()
 	}
+	unlock, ok := m.lockMappers(head)
+	if !ok {
+		m.thp.splitPageFailed.Add(1)
+		return errorf("split_huge_page: %v: a page-table lock is busy", head)
+	}
 	m.deferredMu.Lock()
 	err := m.pool.SplitCompound(pfn, 1)
 	if err == nil {
 		delete(m.deferred, head)
 	}
 	m.deferredMu.Unlock()
+	unlock()
 	if err != nil {
 		m.thp.splitPageFailed.Add(1)
 		return err
 	}
 	m.thp.splitPage.Add(1)
 	return nil
+}
+
+// lockMappers try-locks the page-table lock of every space that may map
+// the compound page at head, and checks, with them held, that the list
+// did not grow meanwhile (a fork copies mappings only under the parent's
+// lock, which is then held). It returns the unlock, or false with nothing
+// held.
+func (m *Manager) lockMappers(head phys.PFN) (func(), bool) {
+	var locked []*AddressSpace
+	unlock := func() {
+		for _, as := range locked {
+			as.ptl.Unlock()
+		}
+	}
+	has := func(as *AddressSpace) bool {
+		for _, l := range locked {
+			if l == as {
+				return true
+			}
+		}
+		return false
+	}
+	var stack [16]rmapCand
+	for _, c := range m.rmapCandidates(head, hugeNr, stack[:0]) {
+		if has(c.as) {
+			continue
+		}
+		if !c.as.ptl.TryLock() {
+			unlock()
+			return nil, false
+		}
+		locked = append(locked, c.as)
+	}
+	for _, c := range m.rmapCandidates(head, hugeNr, stack[:0]) {
+		if !has(c.as) {
+			unlock()
+			return nil, false
+		}
+	}
+	return unlock, true
 }
 
 func (m *Manager) verifyZeroedBlock(pfn phys.PFN, order int) error {

@@ -3,6 +3,7 @@ package mm
 import (
 	"bytes"
 	"fmt"
+	"sort"
 
 	"yolk/mm/pgtable"
 	"yolk/mm/phys"
@@ -34,7 +35,12 @@ func (m *Manager) Check() error {
 		as.mmapLock.RLock()
 		defer as.mmapLock.RUnlock()
 	}
-	c := &checker{m: m, mapped: map[phys.PFN][]mapped{}, huge: map[phys.PFN][]mapped{}, avs: map[*anonVMA]*avState{}}
+	if !m.quiesced.Load() {
+		m.reclaimMu.Lock()
+		defer m.reclaimMu.Unlock()
+	}
+	c := &checker{m: m, mapped: map[phys.PFN][]mapped{}, huge: map[phys.PFN][]mapped{}, avs: map[*anonVMA]*avState{},
+		swapRefs: map[pgtable.SwapEntry]int{}}
 	for _, as := range spaces {
 		if err := c.space(as); err != nil {
 			return fmt.Errorf("mm check: pid %d: %w", as.pid, err)
@@ -46,7 +52,27 @@ func (m *Manager) Check() error {
 	if err := c.anonVMAs(); err != nil {
 		return fmt.Errorf("mm check: %w", err)
 	}
+	if err := c.reclaim(); err != nil {
+		return fmt.Errorf("mm check: %w", err)
+	}
 	return nil
+}
+
+// Quiesce runs fn with reclaim held off: no reclaim pass is under way
+// while it runs (writes already handed to a device may complete). Check
+// takes the same hold by itself; Quiesce is for a caller that wants
+// Check and its own views of the spaces to agree, as the model test
+// does. fn must not fault or allocate from the pool (direct reclaim
+// would wait for it), and nothing else may be running address-space
+// calls meanwhile.
+func (m *Manager) Quiesce(fn func() error) error {
+	m.reclaimMu.Lock()
+	m.quiesced.Store(true)
+	defer func() {
+		m.quiesced.Store(false)
+		m.reclaimMu.Unlock()
+	}()
+	return fn()
 }
 
 type checker struct {
@@ -55,6 +81,8 @@ type checker struct {
 	huge   map[phys.PFN][]mapped // sections, by compound head
 	avs    map[*anonVMA]*avState
 	avcs   int64
+	// swapRefs counts the swap PTEs naming each slot.
+	swapRefs map[pgtable.SwapEntry]int
 }
 
 // mapped is one PTE found mapping a page.
@@ -127,6 +155,7 @@ func (c *checker) space(as *AddressSpace) error {
 			inVMAs++
 			switch {
 			case pte.IsSwap():
+				c.swapRefs[pte.Swap()]++
 				swp++
 				return true
 			case pte.Has(pgtable.Special):
@@ -487,6 +516,158 @@ func (c *checker) anonVMAs() error {
 	}
 	if got := c.m.nrAVCs.Load(); got != c.avcs {
 		return fmt.Errorf("%d anon_vma chains counted, %d linked", got, c.avcs)
+	}
+	return nil
+}
+
+// reclaim checks the LRU lists and the swap devices against the pages
+// and swap PTEs the walk found:
+//
+//   - each list holds pages whose flags name it (PGLRU, PGActive,
+//     PGSwapBacked), heads only, and its frame count is right;
+//   - every mapped page and every swap cache page is on a list or
+//     isolated: the frames of those on none are at most the isolated
+//     count (reclaim holds them, or their writes are in flight);
+//   - each slot's count equals the swap PTEs naming it, its cache bit is
+//     set exactly while a page is cached or being read for it, the cached
+//     page names the slot; the in-use and per-cluster counts add up;
+//   - SwapCached and the slots in use agree with the devices.
+func (c *checker) reclaim() error {
+	m := c.m
+	devs := m.devices()
+	sort.Slice(devs, func(i, j int) bool { return devs[i].typ < devs[j].typ })
+	for _, si := range devs {
+		si.mu.Lock()
+		defer si.mu.Unlock()
+	}
+	m.lru.mu.Lock()
+	defer m.lru.mu.Unlock()
+
+	onLRU := map[phys.PFN]bool{}
+	for l := lruList(0); l < nrLRULists; l++ {
+		var frames int64
+		lst := &m.lru.lists[l]
+		n := 0
+		for f, ok := lst.Front(m.pool); ok; f, ok = lst.Next(m.pool, f) {
+			if n++; n > lst.Len() {
+				return fmt.Errorf("%v: list longer than its count %d", l, lst.Len())
+			}
+			pg := m.pool.Page(f)
+			fl := pg.Flags()
+			switch {
+			case fl&phys.PGLRU == 0:
+				return fmt.Errorf("%v on %v without PGLRU (flags %v)", f, l, fl)
+			case lruOf(fl) != l:
+				return fmt.Errorf("%v on %v, but its flags %v name %v", f, l, fl, lruOf(fl))
+			case fl&phys.PGTail != 0:
+				return fmt.Errorf("%v on %v is a tail page", f, l)
+			case onLRU[f]:
+				return fmt.Errorf("%v on two lists", f)
+			}
+			onLRU[f] = true
+			frames += int64(m.folioNr(f))
+		}
+		if frames != m.lru.frames[l] {
+			return fmt.Errorf("%v holds %d frames, its counter says %d", l, frames, m.lru.frames[l])
+		}
+	}
+
+	offLRU := int64(0)
+	seen := map[phys.PFN]bool{}
+	account := func(head phys.PFN) error {
+		if seen[head] {
+			return nil
+		}
+		seen[head] = true
+		if onLRU[head] {
+			return nil
+		}
+		if m.pool.Page(head).Test(phys.PGLRU) {
+			return fmt.Errorf("%v has PGLRU but is on no list", head)
+		}
+		offLRU += int64(m.folioNr(head))
+		return nil
+	}
+	for pfn := range c.mapped {
+		if err := account(m.pool.CompoundHead(pfn)); err != nil {
+			return err
+		}
+	}
+	for head := range c.huge {
+		if err := account(head); err != nil {
+			return err
+		}
+	}
+
+	var used, cached int64
+	for _, si := range devs {
+		inuse := uint32(0)
+		clusters := make([]uint16, len(si.clusters))
+		for off := uint32(0); off < si.slots; off++ {
+			w := si.smap[off]
+			e := pgtable.SwapEntry{Type: si.typ, Offset: off}
+			if w != 0 {
+				clusters[off/swapCluster]++
+			}
+			if w != 0 && off != 0 {
+				inuse++
+			}
+			if off == 0 {
+				if w != swapBad {
+					return fmt.Errorf("%s: header slot word %#x", si.name, w)
+				}
+				continue
+			}
+			if got, want := int(w&swapCountMax), c.swapRefs[e]; got != want {
+				return fmt.Errorf("%v: count %d, named by %d swap PTEs", e, got, want)
+			}
+			delete(c.swapRefs, e)
+			pfn, reading := si.cache[off], si.reading[off] != nil
+			if hasCache := w&swapHasCache != 0; hasCache != (pfn != 0 || reading) {
+				return fmt.Errorf("%v: cache bit %v, cached page %v, being read %v", e, hasCache, pfn != 0, reading)
+			}
+			if pfn == 0 {
+				continue
+			}
+			cached++
+			page := phys.PFN(pfn - 1)
+			pg := m.pool.Page(page)
+			switch {
+			case pg == nil || !pg.Test(phys.PGSwapCache) || pageSwapEntry(pg) != e:
+				return fmt.Errorf("%v: cached page %v does not name it (flags %v)", e, page, pg.Flags())
+			case pg.RefCount() < 1:
+				return fmt.Errorf("%v: cached page %v has no reference", e, page)
+			case pg.Compound():
+				return fmt.Errorf("%v: cached page %v is part of a compound page", e, page)
+			}
+			if err := account(page); err != nil {
+				return err
+			}
+		}
+		if c := clusters[len(clusters)-1]; si.slots%swapCluster != 0 {
+			clusters[len(clusters)-1] = c + uint16(swapCluster-si.slots%swapCluster)
+		}
+		for i := range clusters {
+			if clusters[i] != si.clusters[i] {
+				return fmt.Errorf("%s: cluster %d counts %d slots in use, %d are", si.name, i, si.clusters[i], clusters[i])
+			}
+		}
+		if inuse != si.inuse {
+			return fmt.Errorf("%s: %d slots counted in use, %d are", si.name, si.inuse, inuse)
+		}
+		used += int64(inuse)
+	}
+	for e, n := range c.swapRefs {
+		return fmt.Errorf("%d swap PTEs name %v, which is on no device", n, e)
+	}
+	if got := m.swapCached.Load(); got != cached {
+		return fmt.Errorf("SwapCached counter %d, %d pages are cached", got, cached)
+	}
+	if got := m.swapUsed.Load(); got != used {
+		return fmt.Errorf("swap used counter %d, %d slots are in use", got, used)
+	}
+	if offLRU > m.lru.isolated {
+		return fmt.Errorf("%d frames mapped or cached are on no list, only %d are isolated", offLRU, m.lru.isolated)
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
 		switch {
 		case pte.IsSwap():
-			if err = as.mgr.cfg.Swap.Dup(pte.Swap()); err != nil {
+			if err = as.mgr.swapDup(pte.Swap()); err != nil {
 				return false
 			}
 			child.swapents++

@@ -241,6 +241,7 @@ func (as *AddressSpace) mapNewHugePage(v *VMA, haddr uint32, pfn phys.PFN) {
 	pg.Index = v.linearIndex(haddr)
 	pg.Set(phys.PGSwapBacked | phys.PGUptodate)
 	m.addRmapPMD(pfn)
+	m.lruAdd(pfn)
 	as.rss += hugeNr
 	as.setSection(haddr, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	m.thp.faultAlloc.Add(1)
@@ -602,12 +603,36 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 		m.thp.splitPageFailed.Add(1)
 		return errorf("split_huge_page: %v: a page-table lock is busy", head)
 	}
+	// The page comes off its list for the split, and every frame that
+	// survives it goes on one (lru_add_split_folio), the caller's frame
+	// only if the page was on one: reclaim splits a page it isolated.
+	m.lru.mu.Lock()
+	hp := m.pool.Page(head)
+	onLRU := hp.Test(phys.PGLRU)
+	if onLRU {
+		m.lruUnlink(head, hp)
+		hp.Clear(phys.PGLRU)
+	}
+	m.lru.mu.Unlock()
 	m.deferredMu.Lock()
 	err := m.pool.SplitCompound(pfn, 1)
 	if err == nil {
 		delete(m.deferred, head)
 	}
 	m.deferredMu.Unlock()
+	m.lru.mu.Lock()
+	switch {
+	case err != nil && onLRU:
+		m.lruLink(head, hp, false)
+	case err == nil:
+		for f := head; f < head+hugeNr; f++ {
+			pg := m.pool.Page(f)
+			if f == pfn && onLRU || f != pfn && pg.MapCount() > 0 {
+				m.lruLink(f, pg, false)
+			}
+		}
+	}
+	m.lru.mu.Unlock()
 	unlock()
 	if err != nil {
 		m.thp.splitPageFailed.Add(1)

@@ -16,6 +16,8 @@ const (
 	MadvDofork     Advice = 11
 	MadvHugepage   Advice = 14
 	MadvNohugepage Advice = 15
+	MadvCold       Advice = 20
+	MadvPageout    Advice = 21
 )
 
 // Madvise gives advice about [addr, addr+length) (madvise(2)):
@@ -32,6 +34,14 @@ const (
 //   - MadvHugepage and MadvNohugepage set VM_HUGEPAGE or VM_NOHUGEPAGE:
 //     whether faults may take huge pages under the "madvise" policy, or
 //     never.
+//   - MadvCold deactivates the range's pages: they go to the inactive
+//     list, young bits cleared, to be reclaimed before other memory
+//     (Linux 5.4).
+//   - MadvPageout reclaims the range's pages now, as reclaim would but
+//     ignoring their references: swapped out (the writes are started
+//     and waited for, briefly), or dropped if lazily freed (Linux 5.4).
+//     Like Linux, both skip pages mapped by other spaces too, and huge
+//     pages the range covers only in part.
 //   - MadvNormal changes nothing here (it clears the read-ahead hints
 //     VM_SEQ_READ and VM_RAND_READ, which no area has).
 //
@@ -50,6 +60,8 @@ func (as *AddressSpace) Madvise(addr, length uint32, advice Advice) error {
 		return as.dontneed(addr, size)
 	case MadvFree:
 		return as.free(addr, size)
+	case MadvCold, MadvPageout:
+		return as.coldOrPageout(addr, size, advice == MadvPageout)
 	case MadvNormal, MadvDontfork, MadvDofork, MadvHugepage, MadvNohugepage:
 		if size == 0 {
 			return nil
@@ -180,7 +192,7 @@ func (as *AddressSpace) freeRange(start, end uint32) {
 		case pte.IsSwap():
 			// The data is worthless now: the slot goes, and the next
 			// access sees zeroes.
-			m.cfg.Swap.Free(pte.Swap())
+			m.swapFree(pte.Swap())
 			as.swapents--
 			as.pt.Set(va, 0)
 		case pte.Has(pgtable.Special):
@@ -192,7 +204,14 @@ func (as *AddressSpace) freeRange(start, end uint32) {
 			}
 			if pg.Test(phys.PGSwapCache) || pg.Test(phys.PGDirty) {
 				// PG_dirty can only be cleared for the one mapper.
+				// A swap cache page must give its slot up first: a
+				// clean swap-backed page would otherwise be dropped for
+				// the slot's copy, which is older.
 				if pg.MapCount() != 1 || pg.TestAndSet(phys.PGLocked) {
+					return true
+				}
+				if pg.Test(phys.PGSwapCache) && !m.folioFreeSwap(pfn) {
+					pg.Clear(phys.PGLocked)
 					return true
 				}
 				pg.Clear(phys.PGDirty | phys.PGLocked)
@@ -200,7 +219,7 @@ func (as *AddressSpace) freeRange(start, end uint32) {
 			if pte.Has(pgtable.Young) || pte.Has(pgtable.Dirty) {
 				as.pt.Set(va, pte.Without(pgtable.Young|pgtable.Dirty))
 			}
-			m.markLazyFree(pg, 1)
+			m.markLazyFree(pfn, 1)
 		}
 		return true
 	})
@@ -223,7 +242,7 @@ func (as *AddressSpace) freeHugePMD(haddr uint32, sec pgtable.PTE) {
 	if sec.Has(pgtable.Young) || sec.Has(pgtable.Dirty) {
 		as.setSection(haddr, sec.Without(pgtable.Young|pgtable.Dirty))
 	}
-	m.markLazyFree(pg, hugeNr)
+	m.markLazyFree(head, hugeNr)
 }
 
 // mappedShared is folio_maybe_mapped_shared: the page, or any frame of its
@@ -249,12 +268,14 @@ func (m *Manager) mappedShared(head phys.PFN) bool {
 
 // markLazyFree is folio_mark_lazyfree: an anonymous page no longer backed
 // by swap, which reclaim may discard while it stays clean (pglazyfree
-// counts its frames).
-func (m *Manager) markLazyFree(pg *phys.Page, nr int) {
-	if pg.Test(phys.PGSwapCache) || pg.Test(phys.PGUnevictable) {
+// counts its frames). It moves to the inactive file list (lru_lazyfree),
+// losing its active and referenced marks.
+func (m *Manager) markLazyFree(head phys.PFN, nr int) {
+	pg := m.pool.Page(head)
+	if pg.Test(phys.PGSwapCache) || pg.Test(phys.PGUnevictable) || !pg.Test(phys.PGSwapBacked) {
 		return
 	}
-	if pg.TestAndClear(phys.PGSwapBacked) {
+	if m.setLRUFlags(head, 0, phys.PGSwapBacked|phys.PGActive|phys.PGReferenced)&phys.PGSwapBacked != 0 {
 		m.thp.lazyfree.Add(uint64(nr))
 	}
 }
@@ -323,7 +344,7 @@ func (m *Manager) DiscardLazyFree(pfn phys.PFN) (Discard, error) {
 			}
 			result = Busy
 			if dirty {
-				pg.Set(phys.PGSwapBacked)
+				m.setLRUFlags(head, phys.PGSwapBacked, 0)
 				result = Redirtied
 			}
 			return
@@ -376,4 +397,58 @@ func (as *AddressSpace) Mincore(addr, length uint32) ([]byte, error) {
 		}
 	}
 	return vec, nil
+}
+
+// coldOrPageout is madvise_cold_or_pageout_pte_range: each page mapped
+// only here, small or a whole section, has its young bit cleared and is
+// deactivated (cold), or isolated from its list and reclaimed
+// (reclaim_pages, which ignores references).
+func (as *AddressSpace) coldOrPageout(addr, size uint32, pageout bool) error {
+	m := as.mgr
+	var isolated []phys.PFN
+	consider := func(head phys.PFN) {
+		if m.mappedShared(head) {
+			return
+		}
+		if !pageout {
+			m.setLRUFlags(head, 0, phys.PGActive|phys.PGReferenced)
+			return
+		}
+		if m.isolateOne(head) {
+			isolated = append(isolated, head)
+		}
+	}
+	err := as.eachMapped(addr, size, func(s, e uint32) error {
+		as.ptl.Lock()
+		defer as.ptl.Unlock()
+		as.pt.RangeSections(s, e, func(haddr uint32, sec pgtable.PTE) bool {
+			if !sec.Present() || isHugeZero(sec) || haddr < s || uint64(haddr)+pgtable.SectionSize > uint64(e) {
+				return true
+			}
+			if sec.Has(pgtable.Young) {
+				as.setSection(haddr, sec.Without(pgtable.Young))
+			}
+			consider(phys.PFN(sec.PA() >> pgtable.PageShift))
+			return true
+		})
+		as.pt.Range(s, e, func(va uint32, pte pgtable.PTE) bool {
+			if !pte.Present() || pte.Has(pgtable.Special) {
+				return true
+			}
+			head := m.pool.CompoundHead(phys.PFN(pte.PA() >> pgtable.PageShift))
+			if m.pool.Page(head).Compound() {
+				return true // part of a huge page mapped small: left whole
+			}
+			if pte.Has(pgtable.Young) {
+				as.pt.Set(va, pte.Without(pgtable.Young))
+			}
+			consider(head)
+			return true
+		})
+		return nil
+	})
+	if len(isolated) > 0 {
+		m.reclaimPages(isolated)
+	}
+	return err
 }

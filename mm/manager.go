@@ -10,34 +10,9 @@ import (
 	"yolk/mm/phys"
 )
 
-// Swap is what mm needs from a swap device for the swap PTEs it keeps:
-// the reclaim code that owns the device installs it.
-//
-// The hooks are called under mm's locks (see the package doc): Dup, Free
-// and Count with a page-table lock held, so they must not wait for I/O or
-// memory (a short lock of their own is fine); In with only the mmap lock
-// held, so it may do both.
-type Swap interface {
-	// Dup takes a reference on a slot for a new swap PTE: fork copied one,
-	// or try_to_unmap installed one (swap_duplicate).
-	Dup(pgtable.SwapEntry) error
-	// Free drops a swap PTE's reference on its slot (swap_free).
-	Free(pgtable.SwapEntry)
-	// In returns a page holding the slot's data, with a reference for the
-	// caller (swapin_readahead). mm maps it and then calls Free for the
-	// PTE it replaced.
-	In(pgtable.SwapEntry) (phys.PFN, error)
-	// Count is the number of references to a slot (swap_swapcount), for
-	// smaps' SwapPss.
-	Count(pgtable.SwapEntry) int
-}
-
 // Config sets up a Manager.
 type Config struct {
 	Pool *phys.Pool
-	// Swap, if set, backs swap PTEs. Without it TryToUnmap can only
-	// discard, and a swap PTE is never made.
-	Swap Swap
 	// VerifyZeroed checks that every page handed to an address space is
 	// zero before it is mapped, and fails the fault if not. A debug aid
 	// for tests and the vm scenario: it reads every new page once more.
@@ -45,6 +20,17 @@ type Config struct {
 	// THP is the initial transparent_hugepage/enabled policy; the zero
 	// value is always, Linux's default. SetTHPEnabled changes it.
 	THP THPMode
+	// NoKswapd leaves the background reclaimer out: reclaim happens only
+	// in allocations (direct reclaim) and through Manager.ShrinkAll, for
+	// tests that want each step's reclaim to be their own.
+	NoKswapd bool
+	// NoReclaim installs no direct reclaim either: an allocation below
+	// min fails at once, as before mm had reclaim.
+	NoReclaim bool
+	// Log, if set, gets the kernel's messages (OOM kills, swapon, write
+	// errors), one line each without a newline, as printk would print
+	// them.
+	Log func(string)
 }
 
 // Manager is the memory manager of the machine: the address spaces it has
@@ -78,6 +64,36 @@ type Manager struct {
 	// The deferred split queue: compound pages mapped in part.
 	deferredMu sync.Mutex
 	deferred   map[phys.PFN]struct{}
+
+	// Reclaim: the LRU lists, the swap devices and their counters, kswapd.
+	lru        lruvec
+	reclaimMu  sync.RWMutex // read by reclaim passes, written by Check
+	quiesced   atomic.Bool  // Quiesce holds reclaimMu
+	swapMu     sync.Mutex   // swapDevs
+	swapDevs   [pgtable.MaxSwapType + 1]*swapInfo
+	swapPrio   int          // the last default priority given
+	swapTotal  atomic.Int64 // usable slots on every device
+	swapUsed   atomic.Int64 // slots in use
+	swapCached atomic.Int64 // pages in the swap cache
+	writeback  atomic.Int64 // pages under writeback
+	vm         vmEvents
+
+	kswapdWake     chan struct{}
+	kswapdStop     chan struct{}
+	kswapdDone     chan struct{}
+	kswapdFailures atomic.Int32
+
+	oomMu     sync.Mutex
+	oomVictim *AddressSpace // being reaped
+}
+
+// vmEvents are mm's /proc/vmstat event counters.
+type vmEvents struct {
+	pgscanKswapd, pgscanDirect, pgstealKswapd, pgstealDirect atomic.Uint64
+	pgactivate, pgdeactivate, pgmajfault, oomKill             atomic.Uint64
+	kswapdWakeups, lazyfreeFail                               atomic.Uint64
+	pswpin, pswpout, swapRA                                   atomic.Uint64
+	swapinErrors, swapWriteErrors                             atomic.Uint64
 }
 
 // New makes a Manager over cfg.Pool and allocates the zero page.
@@ -97,7 +113,24 @@ func New(cfg Config) (*Manager, error) {
 		m.pool.Put(zero)
 		return nil, err
 	}
+	m.pool.SetRelease(m.lruRelease)
+	if !cfg.NoReclaim {
+		m.pool.SetReclaimer(m)
+	}
+	if !cfg.NoKswapd && !cfg.NoReclaim {
+		m.kswapdWake = make(chan struct{}, 1)
+		m.kswapdStop = make(chan struct{})
+		m.kswapdDone = make(chan struct{})
+		go m.kswapd()
+		m.pool.SetKswapd(m.wakeKswapd)
+	}
 	return m, nil
+}
+
+func (m *Manager) logf(format string, args ...any) {
+	if m.cfg.Log != nil {
+		m.cfg.Log(fmt.Sprintf(format, args...))
+	}
 }
 
 // Pool is the page allocator the Manager maps pages from.
@@ -114,6 +147,19 @@ func (m *Manager) Close() error {
 	if n != 0 {
 		return errorf("close: %d address spaces still live", n)
 	}
+	if m.kswapdStop != nil {
+		m.pool.SetKswapd(nil)
+		close(m.kswapdStop)
+		<-m.kswapdDone
+		m.kswapdStop = nil
+	}
+	m.pool.SetReclaimer(nil)
+	for _, si := range m.devices() {
+		if err := m.Swapoff(si.dev); err != nil {
+			return err
+		}
+	}
+	m.pool.SetRelease(nil)
 	pg := m.pool.Page(m.zeroPFN)
 	pg.Clear(phys.PGReserved)
 	err := m.pool.Put(m.zeroPFN)
@@ -216,10 +262,34 @@ func (m *Manager) Stats() Stats {
 }
 
 // Meminfo returns /proc/meminfo: phys's lines with mm's in Linux's order.
+// MemAvailable counts, as Linux's si_mem_available does, free memory
+// above the high watermark plus the file lists (here the lazily freed
+// pages, which reclaim drops without I/O) less what reclaim would leave.
 func (m *Manager) Meminfo() []phys.MeminfoLine {
 	s := m.Stats()
-	kb := func(frames int64) uint64 { return uint64(frames) * (phys.PageSize >> 10) }
-	return append(m.pool.Meminfo(),
+	lru := m.LRU()
+	kb := func(frames int64) uint64 { return uint64(max(frames, 0)) * (phys.PageSize >> 10) }
+	lines := m.pool.Meminfo()
+	wm := m.pool.Watermarks()
+	file := lru.ActiveFile + lru.InactiveFile
+	avail := int64(m.pool.FreeFrames()) - int64(wm.High) + file - min(file/2, int64(wm.Low))
+	for i := range lines {
+		if lines[i].Name == "MemAvailable" {
+			lines[i].KB = kb(avail)
+		}
+	}
+	swapTotal, swapUsed := m.swapTotal.Load(), m.swapUsed.Load()
+	return append(lines,
+		phys.MeminfoLine{Name: "SwapCached", KB: kb(m.swapCached.Load())},
+		phys.MeminfoLine{Name: "Active", KB: kb(lru.ActiveAnon + lru.ActiveFile)},
+		phys.MeminfoLine{Name: "Inactive", KB: kb(lru.InactiveAnon + lru.InactiveFile)},
+		phys.MeminfoLine{Name: "Active(anon)", KB: kb(lru.ActiveAnon)},
+		phys.MeminfoLine{Name: "Inactive(anon)", KB: kb(lru.InactiveAnon)},
+		phys.MeminfoLine{Name: "Active(file)", KB: kb(lru.ActiveFile)},
+		phys.MeminfoLine{Name: "Inactive(file)", KB: kb(lru.InactiveFile)},
+		phys.MeminfoLine{Name: "SwapTotal", KB: kb(swapTotal)},
+		phys.MeminfoLine{Name: "SwapFree", KB: kb(swapTotal - swapUsed)},
+		phys.MeminfoLine{Name: "Writeback", KB: kb(m.writeback.Load())},
 		phys.MeminfoLine{Name: "AnonPages", KB: kb(s.AnonPages)},
 		phys.MeminfoLine{Name: "PageTables", KB: kb(s.PageTables)},
 		phys.MeminfoLine{Name: "AnonHugePages", KB: kb(s.AnonHugePages * hugeNr)},
@@ -227,16 +297,43 @@ func (m *Manager) Meminfo() []phys.MeminfoLine {
 }
 
 // Vmstat returns /proc/vmstat: phys's counters, then mm's, with Linux's
-// names.
+// names, and last yolk's own, which Linux has no counter for:
+//
+//	pglazyfree_fail   lazily freed pages reclaim found redirtied or busy
+//	pswpin_fail       swap-in reads that failed (the fault got SIGBUS)
+//	pswpout_fail      swap-out writes that failed (the page was kept)
 func (m *Manager) Vmstat() []phys.VmstatLine {
 	s := m.Stats()
 	t := &m.thp
+	lru := m.LRU()
+	v := &m.vm
 	return append(m.pool.Vmstat(),
+		phys.VmstatLine{Name: "nr_inactive_anon", Value: uint64(lru.InactiveAnon)},
+		phys.VmstatLine{Name: "nr_active_anon", Value: uint64(lru.ActiveAnon)},
+		phys.VmstatLine{Name: "nr_inactive_file", Value: uint64(lru.InactiveFile)},
+		phys.VmstatLine{Name: "nr_active_file", Value: uint64(lru.ActiveFile)},
+		phys.VmstatLine{Name: "nr_isolated_anon", Value: uint64(lru.Isolated)},
 		phys.VmstatLine{Name: "nr_anon_pages", Value: uint64(s.AnonPages)},
+		phys.VmstatLine{Name: "nr_writeback", Value: uint64(m.writeback.Load())},
 		phys.VmstatLine{Name: "nr_page_table_pages", Value: uint64(s.PageTables)},
 		phys.VmstatLine{Name: "nr_anon_transparent_hugepages", Value: uint64(s.AnonHugePages)},
+		phys.VmstatLine{Name: "nr_swapcached", Value: uint64(m.swapCached.Load())},
+		phys.VmstatLine{Name: "pgpgin", Value: v.pswpin.Load() * 4},
+		phys.VmstatLine{Name: "pgpgout", Value: v.pswpout.Load() * 4},
+		phys.VmstatLine{Name: "pswpin", Value: v.pswpin.Load()},
+		phys.VmstatLine{Name: "pswpout", Value: v.pswpout.Load()},
+		phys.VmstatLine{Name: "pgmajfault", Value: v.pgmajfault.Load()},
+		phys.VmstatLine{Name: "pgactivate", Value: v.pgactivate.Load()},
+		phys.VmstatLine{Name: "pgdeactivate", Value: v.pgdeactivate.Load()},
 		phys.VmstatLine{Name: "pglazyfree", Value: t.lazyfree.Load()},
 		phys.VmstatLine{Name: "pglazyfreed", Value: t.lazyfreed.Load()},
+		phys.VmstatLine{Name: "pgsteal_kswapd", Value: v.pgstealKswapd.Load()},
+		phys.VmstatLine{Name: "pgsteal_direct", Value: v.pgstealDirect.Load()},
+		phys.VmstatLine{Name: "pgscan_kswapd", Value: v.pgscanKswapd.Load()},
+		phys.VmstatLine{Name: "pgscan_direct", Value: v.pgscanDirect.Load()},
+		phys.VmstatLine{Name: "pageoutrun", Value: v.kswapdWakeups.Load()},
+		phys.VmstatLine{Name: "oom_kill", Value: v.oomKill.Load()},
+		phys.VmstatLine{Name: "swap_ra", Value: v.swapRA.Load()},
 		phys.VmstatLine{Name: "thp_fault_alloc", Value: t.faultAlloc.Load()},
 		phys.VmstatLine{Name: "thp_fault_fallback", Value: t.faultFallback.Load()},
 		phys.VmstatLine{Name: "thp_split_page", Value: t.splitPage.Load()},
@@ -245,6 +342,9 @@ func (m *Manager) Vmstat() []phys.VmstatLine {
 		phys.VmstatLine{Name: "thp_split_pmd", Value: t.splitPMD.Load()},
 		phys.VmstatLine{Name: "thp_zero_page_alloc", Value: t.zeroPageAlloc.Load()},
 		phys.VmstatLine{Name: "thp_zero_page_alloc_failed", Value: t.zeroPageAllocFailed.Load()},
+		phys.VmstatLine{Name: "pglazyfree_fail", Value: v.lazyfreeFail.Load()},
+		phys.VmstatLine{Name: "pswpin_fail", Value: v.swapinErrors.Load()},
+		phys.VmstatLine{Name: "pswpout_fail", Value: v.swapWriteErrors.Load()},
 	)
 }
 

@@ -38,6 +38,11 @@ type AddressSpace struct {
 	hugeZeroMapped int64
 	minflt         int64 // faults resolved without I/O
 	majflt         int64 // faults that read from swap
+
+	// The OOM killer's mark, under ptl, and what it reported.
+	oomKilled bool
+	oomReport OOMKill
+	oomDone   chan struct{}
 }
 
 // PID is the address space's process ID, the one /proc/PID would use.
@@ -269,6 +274,7 @@ func (as *AddressSpace) doAnonymousPage(v *VMA, va uint32) error {
 	}
 	as.anonVMAPrepare(v)
 	as.mgr.pageAddNewAnonRmap(pfn, v, va)
+	as.mgr.lruAdd(pfn)
 	as.rss++
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	return nil
@@ -305,7 +311,12 @@ func (as *AddressSpace) doWPPage(v *VMA, va uint32, pte pgtable.PTE) error {
 	}
 	// Reuse needs the page lock, as page_move_anon_rmap does: an rmap walk
 	// (which holds it) must not see Mapping change under it.
-	if pg.RefCount() == 1 && pg.MapCount() == 1 && !pg.TestAndSet(phys.PGLocked) {
+	// A swap cache page no swap PTE names any more gives its slot up
+	// first (wp_can_reuse_anon_folio's folio_free_swap).
+	if pg.MapCount() == 1 && !pg.TestAndSet(phys.PGLocked) {
+		if pg.Test(phys.PGSwapCache) {
+			as.mgr.folioFreeSwap(pfn)
+		}
 		reuse := pg.RefCount() == 1 && pg.MapCount() == 1
 		if reuse {
 			pg.Mapping = v.anonVMA
@@ -346,6 +357,7 @@ func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN)
 	}
 	as.anonVMAPrepare(v)
 	as.mgr.pageAddNewAnonRmap(pfn, v, va)
+	as.mgr.lruAdd(pfn)
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young|pgtable.Dirty|pgtable.Write))
 	if old == 0 {
 		as.zeroMapped--
@@ -353,44 +365,65 @@ func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN)
 		return nil
 	}
 	as.mgr.removeRmapPTE(old)
+	as.mgr.freeSwapCache(old)
 	return pool.Put(old) // the old PTE's reference
 }
 
-// doSwapPage brings a swapped-out page back. It is mapped read-only: a
-// write retries into doWPPage, which reuses it when nothing else holds it.
-// A page coming back without an anon_vma gets the root of the VMA's: it
-// may be shared with any process of the fork tree.
+// doSwapPage brings a swapped-out page back (do_swap_page): from the swap
+// cache if it is there, so that every PTE naming the slot maps the same
+// page, else read from the device with its neighbours read ahead. It is
+// mapped read-only: a write retries into doWPPage, which reuses it when
+// nothing else holds it. A page read back without an anon_vma gets the
+// root of the VMA's: it may be shared with any process of the fork tree.
+// A read that fails fails this fault alone (VM_FAULT_SIGBUS).
 func (as *AddressSpace) doSwapPage(v *VMA, va uint32, pte pgtable.PTE, acc pgtable.Access) error {
-	swap := as.mgr.cfg.Swap
+	m := as.mgr
 	entry := pte.Swap()
-	if swap == nil {
-		return &FaultError{Addr: va, Access: acc, Reason: SwapError, Err: errorf("%v with no swap device", entry)}
-	}
 	as.ptl.Unlock()
-	pfn, err := swap.In(entry)
+	pfn, major, err := m.swapin(entry)
+	if err == nil {
+		// The page lock comes before the page-table lock, as in reclaim,
+		// which holds it while it walks the mappings.
+		m.lockPage(pfn)
+	}
 	as.ptl.Lock()
-	if err != nil {
+	switch {
+	case err == errSwapRace:
+		return nil // the PTE changed: retry the access
+	case err != nil && as.pt.PTE(va) != pte:
+		return nil
+	case err != nil:
+		var ae *phys.AllocError
+		if errors.As(err, &ae) {
+			return err
+		}
 		return &FaultError{Addr: va, Access: acc, Reason: SwapError, Err: err}
 	}
-	if as.pt.PTE(va) != pte {
-		return as.mgr.pool.Put(pfn)
+	pg := m.pool.Page(pfn)
+	if as.pt.PTE(va) != pte || !pg.Test(phys.PGSwapCache) || pageSwapEntry(pg) != entry {
+		// Changed while unlocked: retry the access.
+		pg.Clear(phys.PGLocked)
+		return m.pool.Put(pfn)
 	}
-	pg := as.mgr.pool.Page(pfn)
 	if anonVMAOf(pg) == nil {
 		as.anonVMAPrepare(v)
 		pg.Mapping = v.anonVMA.root
 		pg.Index = v.linearIndex(va)
-		// Dirty: with no swap cache, the slot may be freed below, and
-		// then this page holds the only copy (folio_free_swap marks it
-		// dirty for the same reason).
-		pg.Set(phys.PGSwapBacked | phys.PGUptodate | phys.PGDirty)
 	}
-	as.mgr.addRmapPTE(pfn)
+	// The reference swapin took becomes the PTE's.
+	m.addRmapPTE(pfn)
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), v.ptePerms()|pgtable.Young))
 	as.rss++
 	as.swapents--
-	swap.Free(entry)
-	as.majflt++
+	m.swapFree(entry)
+	if acc == pgtable.AccessWrite || m.swapFull() {
+		m.folioFreeSwap(pfn) // should_try_to_free_swap
+	}
+	pg.Clear(phys.PGLocked)
+	if major {
+		as.majflt++
+		m.vm.pgmajfault.Add(1)
+	}
 	return nil
 }
 
@@ -420,7 +453,7 @@ func (as *AddressSpace) zap(start, end uint32) error {
 	as.pt.Range(start, end, func(va uint32, pte pgtable.PTE) bool {
 		switch {
 		case pte.IsSwap():
-			as.mgr.cfg.Swap.Free(pte.Swap())
+			as.mgr.swapFree(pte.Swap())
 			as.swapents--
 		case pte.Has(pgtable.Special):
 			as.zeroMapped--
@@ -428,6 +461,7 @@ func (as *AddressSpace) zap(start, end uint32) error {
 			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 			as.mgr.removeRmapPTE(pfn)
 			as.rss--
+			as.mgr.freeSwapCache(pfn)
 			keep(pool.Put(pfn))
 		}
 		as.pt.Set(va, 0)

@@ -70,10 +70,7 @@ func (as *AddressSpace) gather(v *VMA) memSizeStats {
 		switch {
 		case pte.IsSwap():
 			s.swap += pgtable.PageSize
-			n := 1
-			if sw := as.mgr.cfg.Swap; sw != nil {
-				n = max(sw.Count(pte.Swap()), 1)
-			}
+			n := max(as.mgr.swapCount(pte.Swap()), 1)
 			s.swapPss += pgtable.PageSize << pssShift / uint64(n)
 		case pte.Has(pgtable.Special):
 		default:

@@ -400,8 +400,8 @@ func (m *Manager) PageReferenced(pfn phys.PFN) (int, error) {
 // TryToUnmap removes every mapping of the locked anonymous small page at
 // pfn (try_to_unmap). With a swap entry, each PTE is replaced by it (the
 // page is in the swap cache and its data will be found there), and each
-// replacement takes a reference on the slot through the Swap hooks;
-// without one the page is discarded. A dirty PTE marks the page PGDirty.
+// replacement takes a reference on the slot (swap_duplicate); without
+// one the page is discarded. A dirty PTE marks the page PGDirty.
 // It reports whether no mapping is left: mappings made after the walk
 // started (a concurrent fork) may survive. A compound page must be split
 // first (SplitHugePage): a swap slot holds one small page.
@@ -414,9 +414,6 @@ func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, erro
 	}
 	var swp pgtable.PTE
 	if entry != nil {
-		if m.cfg.Swap == nil {
-			return false, errorf("try_to_unmap: a swap entry but no swap hooks")
-		}
 		var err error
 		if swp, err = pgtable.MkSwapPTE(*entry); err != nil {
 			return false, err
@@ -430,7 +427,7 @@ func (m *Manager) TryToUnmap(pfn phys.PFN, entry *pgtable.SwapEntry) (bool, erro
 			return
 		}
 		if entry != nil {
-			if err := m.cfg.Swap.Dup(*entry); err != nil {
+			if err := m.swapDup(*entry); err != nil {
 				failed = err
 				return
 			}

@@ -7,21 +7,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"yolk/blk"
 	"yolk/mm"
 	"yolk/mm/pgtable"
 	"yolk/mm/phys"
-	"yolk/mm/vmtest"
 )
 
 // smaps with swap: Swap counts every swap PTE of the VMA in full, SwapPss
 // divides each slot among the PTEs that refer to it (smaps_pte_entry with
 // swp_swapcount), as Pss divides a page among its mappers.
 func TestSmapsSwapPssDividesAmongSharers(t *testing.T) {
-	pool, err := phys.New(phys.Config{Mem: make([]byte, 8<<20), Base: 0x80000000})
-	require.NoError(t, err)
-	swap := vmtest.NewRAMSwap(pool)
-	m, err := mm.New(mm.Config{Pool: pool, Swap: swap, VerifyZeroed: true})
-	require.NoError(t, err)
+	m, pool := newSwapManager(t, 8<<20)
 	parent, err := m.NewAddressSpace()
 	require.NoError(t, err)
 	a, err := parent.Mmap(0x60000000, 3*pgtable.PageSize, mm.ProtRead|mm.ProtWrite, mm.MapFixed)
@@ -34,8 +30,8 @@ func TestSmapsSwapPssDividesAmongSharers(t *testing.T) {
 	// Page 0 stays shared; page 1 becomes the child's own copy and the
 	// parent's own original; page 2 stays shared and resident.
 	require.NoError(t, child.Write(a+pgtable.PageSize, []byte{20}))
-	swapOut(t, m, swap, parent, a)
-	swapOut(t, m, swap, parent, a+pgtable.PageSize)
+	swapOut(t, m, parent, a)
+	swapOut(t, m, parent, a+pgtable.PageSize)
 	require.NoError(t, m.Check())
 
 	const kB = 1024
@@ -60,28 +56,38 @@ func TestSmapsSwapPssDividesAmongSharers(t *testing.T) {
 	require.NoError(t, child.Exit())
 	require.NoError(t, parent.Exit())
 	require.NoError(t, m.Check())
+	ref, cached := m.SwapSlots()
+	assert.Zero(t, ref, "swap slots leaked")
+	assert.Zero(t, cached, "swap cache pages left")
 	require.NoError(t, m.Close())
-	assert.Zero(t, swap.Slots(), "swap slots leaked")
 	assert.Equal(t, uint64(pool.Frames()), pool.FreeFrames(), "frames leaked")
 }
 
-// swapOut reclaims the page mapped at addr as reclaim does: lock it, copy
-// it to a slot, replace every PTE mapping it with the slot's entry, drop
-// the swap cache's reference and the page.
-func swapOut(t *testing.T, m *mm.Manager, swap *vmtest.RAMSwap, as *mm.AddressSpace, addr uint32) {
+// swapOut reclaims the page mapped at addr, whoever else maps it, and
+// waits for its write: afterwards every PTE that mapped it holds its
+// swap entry.
+func swapOut(t *testing.T, m *mm.Manager, as *mm.AddressSpace, addr uint32) {
 	t.Helper()
 	pfn, ok := as.FollowPage(addr)
 	require.True(t, ok, "no page at %#x", addr)
-	pg := m.Pool().Page(pfn)
-	require.False(t, pg.TestAndSet(phys.PGLocked))
-	entry, err := swap.Store(pfn)
-	require.NoError(t, err)
-	unmapped, err := m.TryToUnmap(pfn, &entry)
-	require.NoError(t, err)
-	require.True(t, unmapped)
-	swap.Free(entry)
-	pg.Clear(phys.PGLocked | phys.PGDirty)
 	require.NoError(t, m.Pool().Put(pfn))
+	require.True(t, m.PageoutForTest(pfn), "page at %#x not reclaimed", addr)
+}
+
+// newSwapManager makes a manager over a pool of size bytes, with no
+// kswapd (each test reclaims what it means to), and swap on a 16 MiB RAM
+// device.
+func newSwapManager(t *testing.T, size int) (*mm.Manager, *phys.Pool) {
+	t.Helper()
+	pool, err := phys.New(phys.Config{Mem: make([]byte, size), Base: 0x80000000})
+	require.NoError(t, err)
+	m, err := mm.New(mm.Config{Pool: pool, VerifyZeroed: true, NoKswapd: true})
+	require.NoError(t, err)
+	dev, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20})
+	require.NoError(t, err)
+	require.NoError(t, m.Swapon(dev, mm.SwapOptions{}))
+	t.Cleanup(func() { dev.Close() })
+	return m, pool
 }
 
 func only(t *testing.T, as *mm.AddressSpace) mm.Smaps {

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"yolk/blk"
 	"yolk/mm"
 	"yolk/mm/phys"
 	"yolk/mm/vmtest"
@@ -44,9 +45,18 @@ func vm(env *scenario.Env) error {
 	steps := env.Args.Int("steps")
 	seed := env.Args.Int64("seed")
 
-	swap := vmtest.NewRAMSwap(p)
-	mgr, err := mm.New(mm.Config{Pool: p, Swap: swap, VerifyZeroed: true})
+	mgr, err := mm.New(mm.Config{Pool: p, VerifyZeroed: true})
 	if err != nil {
+		return err
+	}
+	// Swap on a RAM device in Go memory: the model's reclaim steps page
+	// out through it.
+	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20})
+	if err != nil {
+		return err
+	}
+	defer swap.Close()
+	if err := mgr.Swapon(swap, mm.SwapOptions{}); err != nil {
 		return err
 	}
 	// Halfway through, with the address spaces live, show what Linux
@@ -82,7 +92,7 @@ func vm(env *scenario.Env) error {
 	// (10000 steps died so at about 80 MB). The heap's size and the cycles
 	// that ran are reported at the end.
 	yield := func(int) { runtime.Gosched() }
-	st, err := vmtest.Run(mgr, swap, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, ViewEvery: 4, Midway: midway, EachStep: yield})
+	st, err := vmtest.Run(mgr, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, ViewEvery: 4, Midway: midway, EachStep: yield})
 	if procErr != nil {
 		return procErr
 	}

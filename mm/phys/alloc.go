@@ -186,7 +186,7 @@ func (p *Pool) throttle(order int, ctx Context) {
 		return
 	}
 	p.mu.Lock()
-	if p.nrFree > p.wm.Min/2 {
+	if p.nrFree > p.wm.Min/2 || p.hopeless {
 		p.mu.Unlock()
 		return
 	}
@@ -215,9 +215,39 @@ func (p *Pool) throttle(order int, ctx Context) {
 // min. Called with p.mu held after anything that frees memory or lowers
 // min.
 func (p *Pool) wakeThrottled() {
-	if p.throttled > 0 && p.wake != nil && p.nrFree > p.wm.Min {
+	if p.nrFree > p.wm.Min {
+		p.wakeAllThrottled()
+	}
+}
+
+func (p *Pool) wakeAllThrottled() {
+	if p.throttled > 0 && p.wake != nil {
 		close(p.wake)
 		p.wake = nil
+	}
+}
+
+// TryGet takes a reference to an allocated frame (of a compound page: to
+// its head) unless its count has already dropped to zero
+// (folio_try_get): how a walker that found the frame without holding a
+// reference, on an LRU list, makes sure it is not being freed.
+func (p *Pool) TryGet(f PFN) bool {
+	if !p.Contains(f) {
+		return false
+	}
+	i := uint32(f - p.base)
+	if p.pages[i].Flags()&PGTail != 0 {
+		i = p.pages[i].head - 1
+	}
+	rc := &p.pages[i].refcount
+	for {
+		r := atomic.LoadInt32(rc)
+		if r <= 0 {
+			return false
+		}
+		if atomic.CompareAndSwapInt32(rc, r, r+1) {
+			return true
+		}
 	}
 }
 
@@ -350,9 +380,16 @@ var errRefRaced = errors.New("refcount changed")
 
 func (p *Pool) freeLast(i uint32, order int) error {
 	pg := &p.pages[i]
-	// Only the holder of the last reference touches the frame now, so its
-	// state can be checked before taking the lock.
+	// Only the holder of the last reference touches the frame now (but
+	// for TryGet from an LRU walk, which the release hook settles), so
+	// its state can be checked before taking the lock.
 	flags := pg.Flags()
+	if flags&PGLRU != 0 {
+		if release := p.hooks.Load().release; release != nil {
+			release(p.pfn(i))
+			flags = pg.Flags()
+		}
+	}
 	if bad := flags & checkAtFree; bad != 0 {
 		return fmt.Errorf("phys: bad page state freeing %v: flags %v", p.pfn(i), bad)
 	}

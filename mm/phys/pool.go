@@ -89,6 +89,8 @@ type Pool struct {
 	// be closed, which happens when free memory is back above min.
 	throttled int
 	wake      chan struct{}
+	// hopeless: kswapd has given up (SetReclaimHopeless).
+	hopeless bool
 }
 
 type freeArea struct {
@@ -99,6 +101,7 @@ type freeArea struct {
 type hooks struct {
 	reclaimer Reclaimer
 	kswapd    func(order int)
+	release   func(PFN)
 }
 
 // ErrConfig is wrapped by every error New returns for a bad Config.
@@ -181,6 +184,39 @@ func (p *Pool) SetReclaimer(r Reclaimer) { p.setHooks(func(h *hooks) { h.reclaim
 // called, without locks held, whenever an allocation finds free memory
 // below low; it must not block.
 func (p *Pool) SetKswapd(wake func(order int)) { p.setHooks(func(h *hooks) { h.kswapd = wake }) }
+
+// SetRelease installs the hook that takes a frame off its owner's list
+// when its last reference is dropped while PGLRU is set (Linux's
+// __folio_put calling lruvec_del_folio): mm's LRU lists hold no
+// reference, so whoever drops the last one, anywhere, must unlink the
+// frame before it is freed. The hook runs with no phys lock held and
+// must clear PGLRU; the frame (a compound page's head) is still
+// allocated with one reference, and no one else can take another except
+// through TryGet while finding it on the list.
+func (p *Pool) SetRelease(release func(PFN)) { p.setHooks(func(h *hooks) { h.release = release }) }
+
+// SetReclaimHopeless tells the allocator that background reclaim has
+// given up (kswapd failed MAX_RECLAIM_RETRIES times in a row): ordinary
+// direct reclaimers are no longer throttled waiting for it, and those
+// waiting are woken, as Linux's allow_direct_reclaim does since 2024
+// ("mm: vmscan: prevent infinite loop in throttle_direct_reclaim").
+func (p *Pool) SetReclaimHopeless(hopeless bool) {
+	p.mu.Lock()
+	p.hopeless = hopeless
+	if hopeless {
+		p.wakeAllThrottled()
+	}
+	p.mu.Unlock()
+}
+
+// WakeThrottled wakes every throttled direct reclaimer, as kswapd does
+// when it goes to sleep (wake_up_all on pfmemalloc_wait): they retry the
+// allocation and, failing it, reclaim for themselves.
+func (p *Pool) WakeThrottled() {
+	p.mu.Lock()
+	p.wakeAllThrottled()
+	p.mu.Unlock()
+}
 
 // setHooks replaces the hooks with a changed copy; allocations read them
 // without a lock.

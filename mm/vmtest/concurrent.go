@@ -27,8 +27,8 @@ type ConcurrentConfig struct {
 // walks and VMA changes. Reclaim and aging change no data, so each
 // space's model stays exact and every read is checked against it; Check
 // and the views run at the end, with every goroutine stopped. mgr must
-// have been made with swap as its Swap and have no address spaces.
-func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentConfig) (Stats, error) {
+// have no address spaces.
+func RunConcurrent(mgr *mm.Manager, seed int64, cfg ConcurrentConfig) (Stats, error) {
 	if cfg.Spaces <= 0 {
 		cfg.Spaces = 4
 	}
@@ -37,7 +37,7 @@ func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentCon
 	}
 	src := rand.New(rand.NewSource(seed))
 	// The family: a parent with memory, and its children.
-	root := &runner{mgr: mgr, swap: swap, src: src, cfg: Config{MaxSpaces: cfg.Spaces, ViewEvery: 1, CheckEvery: 1}, stats: Stats{Ops: map[string]int{}},
+	root := &runner{mgr: mgr, src: src, cfg: Config{MaxSpaces: cfg.Spaces, ViewEvery: 1, CheckEvery: 1}, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
 	as, err := mgr.NewAddressSpace()
 	if err != nil {
@@ -71,7 +71,7 @@ func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentCon
 	}
 	workers := make([]*runner, len(root.spaces))
 	for i, s := range root.spaces {
-		w := &runner{mgr: mgr, swap: swap, src: rand.New(rand.NewSource(seed*1000 + int64(i))), stats: Stats{Ops: map[string]int{}}, spaces: []*space{s}, concurrent: true}
+		w := &runner{mgr: mgr, src: rand.New(rand.NewSource(seed*1000 + int64(i))), stats: Stats{Ops: map[string]int{}}, spaces: []*space{s}, concurrent: true}
 		workers[i] = w
 		wg.Go(func() {
 			for step := range cfg.Steps {
@@ -108,7 +108,7 @@ func RunConcurrent(mgr *mm.Manager, swap *RAMSwap, seed int64, cfg ConcurrentCon
 				}
 				as := spaces[rsrc.Intn(len(spaces))]
 				addr := arenaStart + uint32(rsrc.Intn(arenaPages))*pageSize
-				n, err := reclaimOrAge(mgr, swap, as, addr, rsrc.Intn(2) == 0)
+				n, err := reclaimOrAge(mgr, as, addr, rsrc.Intn(2) == 0)
 				if err != nil {
 					halt(fmt.Errorf("reclaimer %d at %#08x in pid %d: %w", i, addr, as.PID(), err))
 					return
@@ -155,8 +155,8 @@ func (r *runner) finish(err error) error {
 		}
 	}
 	if err == nil {
-		if err = r.mgr.Check(); err == nil && r.swap.Slots() != 0 {
-			err = fmt.Errorf("%d swap slots still referenced after every space exited", r.swap.Slots())
+		if err = r.mgr.Check(); err == nil {
+			err = swapLeak(r.mgr)
 		}
 	}
 	return err
@@ -184,12 +184,15 @@ func (r *runner) concurrentStep(s *space) (string, error) {
 	}
 }
 
-// reclaimOrAge takes the anonymous page mapped at addr in as, if there is
-// one, and either swaps it out of every space that maps it, as reclaim
-// will, or ages it (page_referenced). It knows nothing of the model: the
-// page's owner may be changing its VMAs meanwhile. It returns 1 if it
-// swapped a page out.
-func reclaimOrAge(mgr *mm.Manager, swap *RAMSwap, as *mm.AddressSpace, addr uint32, out bool) (int, error) {
+// reclaimOrAge either reclaims a batch from the LRU lists, as kswapd
+// would (which unmaps pages from every space of the family through the
+// rmap), or ages the anonymous page mapped at addr in as
+// (page_referenced). It knows nothing of the model: the page's owner may
+// be changing its VMAs meanwhile. It returns the frames reclaimed.
+func reclaimOrAge(mgr *mm.Manager, as *mm.AddressSpace, addr uint32, out bool) (int, error) {
+	if out {
+		return mgr.ProactiveReclaim(8), nil
+	}
 	pfn, ok := as.FollowPage(addr)
 	if !ok {
 		return 0, nil
@@ -197,42 +200,12 @@ func reclaimOrAge(mgr *mm.Manager, swap *RAMSwap, as *mm.AddressSpace, addr uint
 	pool := mgr.Pool()
 	head := pool.CompoundHead(pfn)
 	if pool.Page(head).TestAndSet(phys.PGLocked) {
-		return 0, pool.Put(pfn) // another reclaimer has it
+		return 0, pool.Put(pfn) // reclaim has it
 	}
-	if out && pool.Page(pfn).Compound() {
-		// A slot holds a small page: split the huge one first. Someone
-		// else holding it (another reclaimer's reference) makes that
-		// fail, and the page is left for later.
-		if mgr.SplitHugePage(pfn) != nil {
-			pool.Page(head).Clear(phys.PGLocked)
-			return 0, pool.Put(pfn)
-		}
-	}
-	pg := pool.Page(pfn)
-	var n int
-	var err error
-	if out {
-		// Unmap first, then write the page out: until every PTE is gone,
-		// its owner may still be writing it. A fault on a replaced PTE
-		// meanwhile waits in RAMSwap.In for the write.
-		entry := swap.Alloc()
-		var unmapped bool
-		unmapped, err = mgr.TryToUnmap(pfn, &entry)
-		if err == nil && !unmapped {
-			err = fmt.Errorf("try_to_unmap left %v mapped %d times", pfn, pg.MapCount())
-		}
-		if werr := swap.Writeback(entry, pfn); err == nil {
-			err = werr
-		}
-		swap.Free(entry) // the swap cache's reference
-		pg.Clear(phys.PGDirty)
-		n = 1
-	} else {
-		_, err = mgr.PageReferenced(pfn)
-	}
-	pool.Page(pool.CompoundHead(pfn)).Clear(phys.PGLocked)
+	_, err := mgr.PageReferenced(pfn)
+	pool.Page(head).Clear(phys.PGLocked)
 	if perr := pool.Put(pfn); err == nil {
 		err = perr
 	}
-	return n, err
+	return 0, err
 }

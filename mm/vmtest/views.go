@@ -146,9 +146,9 @@ func (r *runner) checkSmaps() error {
 	if want := uint64(st.AnonPages) * pageSize; pss > want || pss+slack < want {
 		return fmt.Errorf("smaps: Pss sums to %d bytes over %d VMAs, AnonPages is %d bytes", pss, vmas, want)
 	}
-	if r.swap != nil {
-		if want := uint64(r.swap.Slots()) * pageSize; swapPss > want || swapPss+slack < want {
-			return fmt.Errorf("smaps: SwapPss sums to %d bytes over %d VMAs, %d swap slots are in use (%d bytes)", swapPss, vmas, r.swap.Slots(), want)
+	if slots, _ := r.mgr.SwapSlots(); true {
+		if want := uint64(slots) * pageSize; swapPss > want || swapPss+slack < want {
+			return fmt.Errorf("smaps: SwapPss sums to %d bytes over %d VMAs, %d swap slots are in use (%d bytes)", swapPss, vmas, slots, want)
 		}
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 
 	"yolk/mm"
 	"yolk/mm/pgtable"
@@ -55,13 +56,18 @@ type Stats struct {
 	Ops                                      map[string]int
 	Refused                                  int // operations the model expected to fail, and that failed
 	MaxSpaces, MaxVMAs, MaxPages, MaxAnonVMA int64
+	// MaxWorkingSet is the most distinct pages holding data in the model
+	// at once, sampled every 64 steps: the memory the spaces need,
+	// which pressure runs make larger than the pool.
+	MaxWorkingSet int64
 	// Events are mm's huge page and lazy-free counters (vmstat) at the end.
 	Events map[string]uint64
 }
 
 // EventNames are the vmstat events a run reports in Stats.Events.
 var EventNames = []string{"thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc",
-	"thp_split_pmd", "thp_split_page", "thp_deferred_split_page", "pglazyfree", "pglazyfreed"}
+	"thp_split_pmd", "thp_split_page", "thp_deferred_split_page", "pglazyfree", "pglazyfreed",
+	"pswpout", "pswpin", "pgsteal_kswapd", "pgsteal_direct", "pgactivate", "pgdeactivate", "pgmajfault", "swap_ra"}
 
 // The arena: operations aim at the top 4 MiB of the window (where mmap's
 // top-down search puts mappings anyway) so that they keep hitting each
@@ -82,9 +88,9 @@ type page struct {
 	// lazy: MADV_FREE'd with data and not written since, so reclaim may
 	// discard it; a read sees data until the discard and zeroes after.
 	lazy bool
-	// maybeZero: MADV_FREE'd while reclaimers ran (RunConcurrent), so
-	// whether it was swapped out, and its data dropped, is unknown until a
-	// read tells.
+	// maybeZero: lazy with data. Reclaim (kswapd beside the runner, direct
+	// reclaim in any allocation) may drop it at any moment, so a read may
+	// see its data or, from the drop on, zeroes.
 	maybeZero bool
 }
 
@@ -95,7 +101,6 @@ type space struct {
 
 type runner struct {
 	mgr    *mm.Manager
-	swap   *RAMSwap
 	src    Source
 	cfg    Config
 	spaces []*space
@@ -115,7 +120,7 @@ type runner struct {
 // must have been created with swap as its Swap (nil: no reclaim ops) and
 // VerifyZeroed set, and have no address spaces. Every space is exited
 // before it returns; the caller checks the pool for leaks.
-func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) {
+func Run(mgr *mm.Manager, src Source, cfg Config) (Stats, error) {
 	if cfg.MaxSpaces <= 0 {
 		cfg.MaxSpaces = 6
 	}
@@ -125,7 +130,7 @@ func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) 
 	if cfg.ViewEvery <= 0 {
 		cfg.ViewEvery = 1
 	}
-	r := &runner{mgr: mgr, swap: swap, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
+	r := &runner{mgr: mgr, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
 	err := r.run()
 	r.stats.Events = map[string]uint64{}
@@ -138,8 +143,8 @@ func Run(mgr *mm.Manager, swap *RAMSwap, src Source, cfg Config) (Stats, error) 
 		}
 	}
 	if err == nil {
-		if err = mgr.Check(); err == nil && swap != nil && swap.Slots() != 0 {
-			err = fmt.Errorf("%d swap slots still referenced after every space exited", swap.Slots())
+		if err = mgr.Check(); err == nil {
+			err = swapLeak(mgr)
 		}
 	}
 	return r.stats, err
@@ -193,16 +198,20 @@ func (r *runner) check() error {
 			}
 		}
 	}
-	if err := r.mgr.Check(); err != nil {
-		return err
-	}
-	if r.stats.Checks%r.cfg.ViewEvery != 0 {
-		return nil
-	}
-	if err := r.checkMMU(); err != nil {
-		return err
-	}
-	return r.checkSmaps()
+	// kswapd may run at any moment: the views must see the same state
+	// as Check.
+	return r.mgr.Quiesce(func() error {
+		if err := r.mgr.Check(); err != nil {
+			return err
+		}
+		if r.stats.Checks%r.cfg.ViewEvery != 0 {
+			return nil
+		}
+		if err := r.checkMMU(); err != nil {
+			return err
+		}
+		return r.checkSmaps()
+	})
 }
 
 func (r *runner) account() {
@@ -210,7 +219,24 @@ func (r *runner) account() {
 	r.stats.MaxSpaces = max(r.stats.MaxSpaces, int64(st.AddressSpaces))
 	r.stats.MaxVMAs = max(r.stats.MaxVMAs, int64(st.VMAs))
 	r.stats.MaxPages = max(r.stats.MaxPages, st.AnonPages)
+	if r.stats.Steps%64 == 0 {
+		r.stats.MaxWorkingSet = max(r.stats.MaxWorkingSet, r.workingSet())
+	}
 	r.stats.MaxAnonVMA = max(r.stats.MaxAnonVMA, st.AnonVMAs)
+}
+
+// workingSet counts the distinct data pages of every space's model (a
+// page shared since fork is one).
+func (r *runner) workingSet() int64 {
+	seen := map[*[pageSize]byte]bool{}
+	for _, s := range r.spaces {
+		for _, p := range s.pages {
+			if p.data != nil {
+				seen[p.data] = true
+			}
+		}
+	}
+	return int64(len(seen))
 }
 
 func (r *runner) step(s *space) (string, error) {
@@ -406,21 +432,6 @@ func (r *runner) madvise(s *space) error {
 		npages = (pgtable.WindowEnd - addr) / pageSize
 	}
 	advice := advices[r.src.Intn(len(advices))]
-	// MADV_FREE drops swapped-out pages: the model needs to know which
-	// pages with data are not resident (mincore) before the call.
-	swapped := map[uint32]bool{}
-	if advice == mm.MadvFree && !r.concurrent {
-		for i := uint32(0); i < npages; i++ {
-			a := addr + i*pageSize
-			if p := s.pages[a]; p != nil && p.data != nil {
-				vec, err := s.as.Mincore(a, pageSize)
-				if err != nil {
-					return fmt.Errorf("mincore %#08x: %w", a, err)
-				}
-				swapped[a] = vec[0]&1 == 0
-			}
-		}
-	}
 	err := s.as.Madvise(addr, npages*pageSize, advice)
 	var want error
 	for i := uint32(0); i < npages; i++ {
@@ -431,11 +442,12 @@ func (r *runner) madvise(s *space) error {
 			want = mm.ErrNotMapped
 		case advice == mm.MadvDontneed:
 			p.data, p.lazy, p.maybeZero = nil, false, false
-		case advice == mm.MadvFree && swapped[a]:
-			p.data, p.lazy, p.maybeZero = nil, false, false
 		case advice == mm.MadvFree:
+			// Reclaim may drop it from now on (and MADV_FREE drops it at
+			// once if it is swapped out): a read sees its data or zeroes
+			// until it is written again.
 			p.lazy = p.data != nil
-			p.maybeZero = r.concurrent && p.data != nil
+			p.maybeZero = p.data != nil
 		case advice == mm.MadvHugepage:
 			p.hugepage, p.nohuge = true, false
 		case advice == mm.MadvNohugepage:
@@ -528,6 +540,9 @@ func checkFault(err error, addr uint32, reason mm.FaultReason, ok bool) error {
 }
 
 func (r *runner) write(s *space) error {
+	if r.src.Intn(4) == 0 {
+		return r.fill(s)
+	}
 	addr, n := r.span(s)
 	data := make([]byte, n)
 	for i := range data {
@@ -560,6 +575,37 @@ func (r *runner) write(s *space) error {
 	return checkFault(err, faddr, reason, ok)
 }
 
+// fill writes a few bytes into each writable page of a run of up to 128
+// pages from a random address: a task touching its memory, which builds
+// the working set up beyond the pool so that reclaim has work.
+func (r *runner) fill(s *space) error {
+	addr := r.addr()
+	for i, n := 0, 1+r.src.Intn(128); i < n && addr < pgtable.WindowEnd; i, addr = i+1, addr+pageSize {
+		p := s.pages[addr]
+		if p == nil || p.prot&mm.ProtWrite == 0 {
+			continue
+		}
+		if err := r.resolve(s, addr); err != nil {
+			return err
+		}
+		off := uint32(r.src.Intn(pageSize - 16))
+		var b [16]byte
+		for j := range b {
+			b[j] = byte(r.src.Intn(256))
+		}
+		if err := s.as.Write(addr+off, b[:]); err != nil {
+			return fmt.Errorf("fill %#08x: %w", addr+off, err)
+		}
+		var nd [pageSize]byte
+		if p.data != nil {
+			nd = *p.data
+		}
+		copy(nd[off:], b[:])
+		p.data, p.lazy, p.maybeZero = &nd, false, false
+	}
+	return nil
+}
+
 func (r *runner) read(s *space) error {
 	addr, n := r.span(s)
 	if cap(r.buf) < n {
@@ -587,13 +633,11 @@ func (r *runner) read(s *space) error {
 		w := want[a-pa:]
 		c := min(len(w), len(got)-off)
 		if p.maybeZero {
-			// The first read after a concurrent MADV_FREE says which.
-			// (Bytes that are zero in the data too tell nothing.)
+			// While it is lazily freed a read sees its data, or zeroes
+			// for good once reclaim has dropped it. (Bytes that are zero
+			// in the data too tell nothing.)
 			isData, isZero := bytes.Equal(got[off:off+c], w[:c]), bytes.Equal(got[off:off+c], zero[:c])
-			switch {
-			case isData && !isZero:
-				p.maybeZero = false
-			case isZero && !isData:
+			if isZero && !isData {
 				p.data, p.lazy, p.maybeZero = nil, false, false
 				w = zero[a-pa:]
 			}
@@ -610,8 +654,8 @@ func (r *runner) read(s *space) error {
 	return nil
 }
 
-// resolve settles a maybeZero page by reading it: its old data, or zeroes
-// if a concurrent MADV_FREE dropped it from swap.
+// resolve reads a maybeZero page: its old data (it stays maybeZero), or
+// zeroes if reclaim has dropped it.
 func (r *runner) resolve(s *space, a uint32) error {
 	p := s.pages[a]
 	if p == nil || !p.maybeZero || p.prot == mm.ProtNone {
@@ -630,6 +674,7 @@ func (r *runner) resolve(s *space, a uint32) error {
 	case got == *p.data && got == zero:
 		return nil // zero data: the read cannot tell, and need not
 	case got == *p.data:
+		return nil // still there; reclaim may drop it yet
 	case got == zero:
 		p.data, p.lazy = nil, false
 	default:
@@ -657,49 +702,49 @@ func (r *runner) pickPage(s *space) (uint32, phys.PFN, bool) {
 	return 0, 0, false
 }
 
-// reclaim swaps one page out as reclaim will: lock it, copy it to a swap
-// slot, unmap it everywhere through the rmap, drop it. Nothing in the
-// model changes: the next access must bring the same bytes back.
+// reclaim pushes memory out as a user can: MADV_PAGEOUT of a few pages
+// (swapped out, or dropped if lazily freed) or MADV_COLD, or a proactive
+// reclaim of a batch from the LRU lists, which reaches every space
+// through the rmap. Nothing in the model changes but lazily freed pages,
+// which may read as zeroes from then on (they are maybeZero already): the
+// next access must bring the same bytes back.
 func (r *runner) reclaim(s *space) error {
-	if r.swap == nil {
+	switch r.src.Intn(3) {
+	case 0:
+		r.mgr.ProactiveReclaim(1 + r.src.Intn(64))
 		return nil
 	}
 	addr, pfn, ok := r.pickPage(s)
 	if !ok {
 		return nil
 	}
-	pool := r.mgr.Pool()
-	head := pool.CompoundHead(pfn)
-	if pool.Page(head).TestAndSet(phys.PGLocked) {
-		return fmt.Errorf("page %v at %#08x already locked", head, addr)
+	r.mgr.Pool().Put(pfn)
+	n := uint32(1 + r.src.Intn(16))
+	advice := mm.MadvPageout
+	if r.src.Intn(3) == 0 {
+		advice = mm.MadvCold
 	}
-	if head != pfn || pool.Page(head).Compound() {
-		// A slot holds a small page: split the huge one first, as
-		// reclaim does. Nothing else holds it, so the split must work.
-		if err := r.mgr.SplitHugePage(pfn); err != nil {
-			pool.Page(head).Clear(phys.PGLocked)
-			pool.Put(pfn)
-			return fmt.Errorf("split of %v for reclaim: %w", pfn, err)
+	err := s.as.Madvise(addr, n*pageSize, advice)
+	for i := uint32(0); i < n && err == nil; i++ {
+		if s.pages[addr+i*pageSize] == nil {
+			return fmt.Errorf("madvise(%#08x, %d pages, %d) over a hole succeeded", addr, n, advice)
 		}
 	}
-	pg := pool.Page(pfn)
-	entry, err := r.swap.Store(pfn)
-	if err == nil {
-		var unmapped bool
-		unmapped, err = r.mgr.TryToUnmap(pfn, &entry)
-		if err == nil && !unmapped {
-			err = fmt.Errorf("try_to_unmap left %v mapped %d times", pfn, pg.MapCount())
-		}
-		r.swap.Free(entry) // the swap cache's reference
-	}
-	pg.Clear(phys.PGLocked | phys.PGDirty)
-	if perr := pool.Put(pfn); err == nil {
-		err = perr
-	}
-	if err == nil && pg.RefCount() != 0 {
-		err = fmt.Errorf("reclaimed page %v still has %d references", pfn, pg.RefCount())
+	if errors.Is(err, mm.ErrNotMapped) || errors.Is(err, mm.ErrInvalid) {
+		r.refused(err)
+		return nil
 	}
 	return err
+}
+
+// swapLeak reports slots left when no space is left: only swap cache
+// pages may still hold slots (one each), and the pool's books must
+// agree.
+func swapLeak(mgr *mm.Manager) error {
+	if ref, _ := mgr.SwapSlots(); ref != 0 {
+		return fmt.Errorf("%d swap slots still named by PTEs after every space exited", ref)
+	}
+	return nil
 }
 
 // lockedPage picks a page of s as reclaim would take it: a reference and
@@ -711,7 +756,9 @@ func (r *runner) lockedPage(s *space) (phys.PFN, phys.PFN, func(), bool) {
 	}
 	pool := r.mgr.Pool()
 	head := pool.CompoundHead(pfn)
-	pool.Page(head).Set(phys.PGLocked)
+	for pool.Page(head).TestAndSet(phys.PGLocked) {
+		runtime.Gosched() // kswapd has it, for a moment
+	}
 	return pfn, head, func() {
 		pool.Page(head).Clear(phys.PGLocked)
 		pool.Put(pfn)

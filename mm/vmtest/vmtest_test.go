@@ -8,18 +8,25 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"yolk/blk"
 	"yolk/mm"
 	"yolk/mm/phys"
 )
 
-func newManager(t testing.TB, poolMiB int) (*mm.Manager, *RAMSwap, *phys.Pool) {
+// newManager makes a manager over a pool of poolKiB, with kswapd, and
+// swap on a RAM device of swapMiB in Go memory (not the pool's: swapping
+// into the memory being reclaimed would free nothing).
+func newManager(t testing.TB, poolKiB, swapMiB int) (*mm.Manager, *phys.Pool) {
 	t.Helper()
-	pool, err := phys.New(phys.Config{Mem: make([]byte, poolMiB<<20), Base: 0x80000000})
+	pool, err := phys.New(phys.Config{Mem: make([]byte, poolKiB<<10), Base: 0x80000000})
 	require.NoError(t, err)
-	swap := NewRAMSwap(pool)
-	mgr, err := mm.New(mm.Config{Pool: pool, Swap: swap, VerifyZeroed: true})
+	mgr, err := mm.New(mm.Config{Pool: pool, VerifyZeroed: true})
 	require.NoError(t, err)
-	return mgr, swap, pool
+	dev, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: int64(swapMiB) << 20})
+	require.NoError(t, err)
+	require.NoError(t, mgr.Swapon(dev, mm.SwapOptions{}))
+	t.Cleanup(func() { dev.Close() })
+	return mgr, pool
 }
 
 // finish checks that nothing leaked: every frame is back in the pool once
@@ -51,8 +58,8 @@ func TestModel(t *testing.T) {
 		for seed := int64(1); seed <= streams; seed++ {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
-				mgr, swap, pool := newManager(t, 3+int(seed%4))
-				st, err := Run(mgr, swap, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views})
+				mgr, pool := newManager(t, modelPoolKiB(seed), 64)
+				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views})
 				require.NoError(t, err, "seed %d", seed)
 				finish(t, mgr, pool)
 				mu.Lock()
@@ -69,6 +76,8 @@ func TestModel(t *testing.T) {
 				total.MaxSpaces = max(total.MaxSpaces, st.MaxSpaces)
 				total.MaxVMAs = max(total.MaxVMAs, st.MaxVMAs)
 				total.MaxPages = max(total.MaxPages, st.MaxPages)
+				total.MaxWorkingSet = max(total.MaxWorkingSet, st.MaxWorkingSet)
+				t.Logf("seed %d: pool %d KiB, working set at most %d KiB", seed, modelPoolKiB(seed), st.MaxWorkingSet*4)
 				total.MaxAnonVMA = max(total.MaxAnonVMA, st.MaxAnonVMA)
 			})
 		}
@@ -95,8 +104,8 @@ func TestModel(t *testing.T) {
 func TestConcurrentModel(t *testing.T) {
 	for seed := int64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			mgr, swap, pool := newManager(t, 4)
-			st, err := RunConcurrent(mgr, swap, seed, ConcurrentConfig{Spaces: 4, Steps: concurrentSteps, Reclaimers: 2})
+			mgr, pool := newManager(t, 4<<10, 64)
+			st, err := RunConcurrent(mgr, seed, ConcurrentConfig{Spaces: 4, Steps: concurrentSteps, Reclaimers: 2})
 			require.NoError(t, err, "seed %d", seed)
 			finish(t, mgr, pool)
 			t.Logf("concurrent model: %d steps, ops %v", st.Steps, st.Ops)
@@ -105,6 +114,16 @@ func TestConcurrentModel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// modelPoolKiB is a stream's pool: small enough that the model's working
+// set is several times the pool, so that every stream runs under memory
+// pressure, with kswapd and direct reclaim swapping to the RAM device.
+func modelPoolKiB(seed int64) int {
+	if seed%4 == 0 {
+		return 4 << 10 // room for huge pages: a section needs 1 MiB free in one block
+	}
+	return 512 + 256*int(seed%4)
 }
 
 // shortModelSteps is long enough for every operation to meet every other
@@ -119,11 +138,11 @@ func FuzzVM(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		mgr, swap, pool := newManager(t, 2)
+		mgr, pool := newManager(t, 1536, 64)
 		src := &Bytes{Data: data}
 		// A step reads about three bytes; long inputs are cut at 1000
 		// steps, so that the fuzzer spends its time on many sequences.
-		_, err := Run(mgr, swap, src, Config{Steps: min(len(data)/3, 1000)})
+		_, err := Run(mgr, src, Config{Steps: min(len(data)/3, 1000)})
 		require.NoError(t, err)
 		finish(t, mgr, pool)
 	})

@@ -1,0 +1,15 @@
+package mm
+
+import "yolk/mm/phys"
+
+// PageoutForTest reclaims the page holding pfn as MADV_PAGEOUT would, but
+// even if other spaces map it too (MADV_PAGEOUT skips those): for tests
+// that need one particular shared page swapped out. It reports whether
+// the page left memory.
+func (m *Manager) PageoutForTest(pfn phys.PFN) bool {
+	head := m.pool.CompoundHead(pfn)
+	if !m.isolateOne(head) {
+		return false
+	}
+	return m.reclaimPages([]phys.PFN{head}) > 0
+}

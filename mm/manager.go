@@ -90,10 +90,10 @@ type Manager struct {
 // vmEvents are mm's /proc/vmstat event counters.
 type vmEvents struct {
 	pgscanKswapd, pgscanDirect, pgstealKswapd, pgstealDirect atomic.Uint64
-	pgactivate, pgdeactivate, pgmajfault, oomKill             atomic.Uint64
-	kswapdWakeups, lazyfreeFail                               atomic.Uint64
-	pswpin, pswpout, swapRA                                   atomic.Uint64
-	swapinErrors, swapWriteErrors                             atomic.Uint64
+	pgactivate, pgdeactivate, pgmajfault, oomKill            atomic.Uint64
+	kswapdWakeups, lazyfreeFail                              atomic.Uint64
+	pswpin, pswpout, swapRA                                  atomic.Uint64
+	swapinErrors, swapWriteErrors                            atomic.Uint64
 }
 
 // New makes a Manager over cfg.Pool and allocates the zero page.

@@ -67,10 +67,10 @@ type scanControl struct {
 	// ignoreRefs reclaims referenced pages too (reclaim_pages for
 	// MADV_PAGEOUT).
 	ignoreRefs bool
-	reclaimed   int
-	scanned     int
-	writes      []<-chan struct{}
-	writeFreed  atomic.Int64 // pages freed as their writes completed
+	reclaimed  int
+	scanned    int
+	writes     []<-chan struct{}
+	writeFreed atomic.Int64 // pages freed as their writes completed
 	// congested is a device that had no free write request.
 	congested *swapInfo
 }

@@ -580,12 +580,22 @@ func (m *Manager) partlyMapped(head phys.PFN) bool {
 // locks are only tried, in no particular order, and the split fails
 // (busy) if one is taken: waiting for them could deadlock.
 func (m *Manager) SplitHugePage(pfn phys.PFN) error {
+	_, err := m.splitHugePage(pfn, nil)
+	return err
+}
+
+// splitHugePage is SplitHugePage. With a list, the caller is reclaim and
+// has the page isolated: the frames that survive, but for pfn's, are
+// appended to the list, each with a reference and still counted as
+// isolated (split_folio_to_list), instead of going on the LRU; it
+// returns how many.
+func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 	head := m.pool.CompoundHead(pfn)
 	if _, large := m.pool.LargeCounts(head); !large {
-		return nil
+		return 0, nil
 	}
 	if !m.pool.Page(head).Test(phys.PGLocked) {
-		return errorf("split_huge_page: %v must be locked by the caller", head)
+		return 0, errorf("split_huge_page: %v must be locked by the caller", head)
 	}
 	var stack [16]rmapCand
 	for _, c := range m.rmapCandidates(head, hugeNr, stack[:0]) {
@@ -601,7 +611,7 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 	unlock, ok := m.lockMappers(head)
 	if !ok {
 		m.thp.splitPageFailed.Add(1)
-		return errorf("split_huge_page: %v: a page-table lock is busy", head)
+		return 0, errorf("split_huge_page: %v: a page-table lock is busy", head)
 	}
 	// The page comes off its list for the split, and every frame that
 	// survives it goes on one (lru_add_split_folio), the caller's frame
@@ -620,6 +630,7 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 		delete(m.deferred, head)
 	}
 	m.deferredMu.Unlock()
+	appended := 0
 	m.lru.mu.Lock()
 	switch {
 	case err != nil && onLRU:
@@ -627,7 +638,15 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 	case err == nil:
 		for f := head; f < head+hugeNr; f++ {
 			pg := m.pool.Page(f)
-			if f == pfn && onLRU || f != pfn && pg.MapCount() > 0 {
+			switch {
+			case f == pfn && onLRU:
+				m.lruLink(f, pg, false)
+			case f == pfn || pg.MapCount() == 0:
+			case list != nil:
+				m.pool.Get(f) // mapped, so it has references
+				*list = append(*list, f)
+				appended++
+			default:
 				m.lruLink(f, pg, false)
 			}
 		}
@@ -636,10 +655,10 @@ func (m *Manager) SplitHugePage(pfn phys.PFN) error {
 	unlock()
 	if err != nil {
 		m.thp.splitPageFailed.Add(1)
-		return err
+		return 0, err
 	}
 	m.thp.splitPage.Add(1)
-	return nil
+	return appended, nil
 }
 
 // lockMappers try-locks the page-table lock of every space that may map

@@ -71,7 +71,7 @@ type Manager struct {
 	quiesced   atomic.Bool  // Quiesce holds reclaimMu
 	swapMu     sync.Mutex   // swapDevs
 	swapDevs   [pgtable.MaxSwapType + 1]*swapInfo
-	swapPrio   int          // the last default priority given
+	swapPrio   int          // the last default priority given (Linux's least_priority)
 	swapTotal  atomic.Int64 // usable slots on every device
 	swapUsed   atomic.Int64 // slots in use
 	swapCached atomic.Int64 // pages in the swap cache
@@ -107,7 +107,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	cfg.Pool.Page(zero).Set(phys.PGReserved)
 	m := &Manager{cfg: cfg, pool: cfg.Pool, zeroPFN: zero, zeroPA: uint32(zero.Addr()),
-		spaces: map[int]*AddressSpace{}, deferred: map[phys.PFN]struct{}{}}
+		spaces: map[int]*AddressSpace{}, deferred: map[phys.PFN]struct{}{}, swapPrio: -1}
 	if err := m.SetTHPEnabled(cfg.THP); err != nil {
 		m.pool.Page(zero).Clear(phys.PGReserved)
 		m.pool.Put(zero)

@@ -2,7 +2,6 @@ package mm
 
 import (
 	"sync/atomic"
-	"time"
 
 	"yolk/mm/pgtable"
 	"yolk/mm/phys"
@@ -47,20 +46,15 @@ func (m *Manager) newSwapWrite(si *swapInfo) *swapWrite {
 // pageout starts writing the locked page at pfn, which reclaim isolated,
 // to its swap slot (swap_writepage). The isolation reference goes to the
 // request; the page lock is released. The returned channel is closed
-// when the write has completed. With every request in flight it starts
-// nothing and returns nil (the device is congested): the page stays
-// with the caller, who keeps it for a later pass and waits for the
-// device (waitCongested) rather than hold the page lock meanwhile.
+// when the write has completed. With every request in flight it waits
+// for one, with the page locked, as Linux waits in its bio mempool: a
+// fault on the page waits for the lock meanwhile, and the writes in
+// flight need nothing from this one to complete.
 func (m *Manager) pageout(pfn phys.PFN, sc *scanControl) <-chan struct{} {
 	pg := m.pool.Page(pfn)
 	e := pageSwapEntry(pg)
 	si := m.swapDev(e)
-	var w *swapWrite
-	select {
-	case w = <-si.writes:
-	default:
-		return nil
-	}
+	w := <-si.writes
 	w.pfn, w.entry, w.kswapd, w.freed = pfn, e, sc.kswapd, &sc.writeFreed
 	w.done = make(chan struct{})
 	pg.Set(phys.PGWriteback)
@@ -126,16 +120,4 @@ func (m *Manager) endWrite(pfn phys.PFN, kswapd bool, err error) bool {
 func (m *Manager) freeable(pfn phys.PFN) bool {
 	pg := m.pool.Page(pfn)
 	return pg.MapCount() == 0 && !pg.Test(phys.PGDirty) && !pg.Test(phys.PGWriteback)
-}
-
-// waitCongested waits, up to writebackWait, for a write request of si to
-// come free (reclaim_throttle on VMSCAN_THROTTLE_CONGESTED).
-func waitCongested(si *swapInfo) {
-	t := time.NewTimer(writebackWait)
-	defer t.Stop()
-	select {
-	case w := <-si.writes:
-		si.writes <- w
-	case <-t.C:
-	}
 }

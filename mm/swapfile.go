@@ -159,7 +159,7 @@ func (m *Manager) Swapon(dev blk.Device, opt SwapOptions) error {
 	si := &swapInfo{typ: uint8(typ), name: opt.Name, prio: opt.Priority, dev: dev, wq: wq,
 		writes: make(chan *swapWrite, swapWritesInFlight),
 		slots:  n, smap: make([]uint32, n), cache: make([]uint32, n),
-		clusters: make([]uint16, (n+swapCluster-1)/swapCluster), cur: -1,
+		clusters: make([]uint16, (n+swapCluster-1)/swapCluster), cur: 0, next: 1,
 		reading: map[uint32]chan struct{}{}, used: &m.swapUsed}
 	for range swapWritesInFlight {
 		si.writes <- m.newSwapWrite(si)

@@ -71,18 +71,11 @@ type scanControl struct {
 	scanned    int
 	writes     []<-chan struct{}
 	writeFreed atomic.Int64 // pages freed as their writes completed
-	// congested is a device that had no free write request.
-	congested *swapInfo
 }
 
-// wait waits briefly for the writes the pass started, or for a congested
-// device; it returns how many writes completed.
-func (sc *scanControl) wait() int {
-	if sc.congested != nil && len(sc.writes) == 0 {
-		waitCongested(sc.congested)
-	}
-	return waitWrites(sc.writes)
-}
+// wait waits briefly for the writes the pass started; it returns how many
+// completed.
+func (sc *scanControl) wait() int { return waitWrites(sc.writes) }
 
 // reclaimOutcome is what shrinkFolio did with one page.
 type reclaimOutcome int
@@ -182,11 +175,17 @@ func (m *Manager) shrinkInactiveList(list lruList, nr int, sc *scanControl) int 
 	return n
 }
 
-// shrinkIsolated reclaims isolated pages and puts back the others.
+// shrinkIsolated reclaims isolated pages and puts back the others. The
+// frames of a huge page split on the way join the list.
 func (m *Manager) shrinkIsolated(pages []phys.PFN, sc *scanControl) {
-	for _, head := range pages {
+	for i := 0; i < len(pages); i++ {
+		head := pages[i]
 		nr := m.folioNr(head)
-		switch m.shrinkFolio(head, sc) {
+		out := m.shrinkFolio(head, sc, &pages)
+		if out != reclaimFreed && out != reclaimWriteback {
+			nr = m.folioNr(head) // split: the head alone now
+		}
+		switch out {
 		case reclaimFreed:
 			sc.reclaimed += nr
 			m.countSteal(sc.kswapd, nr)
@@ -212,19 +211,19 @@ func (m *Manager) countSteal(kswapd bool, nr int) {
 // holds one reference to (shrink_folio_list). For reclaimFreed the page
 // is gone, for reclaimWriteback the reference went to the write; for
 // the others the caller puts the page back.
-func (m *Manager) shrinkFolio(head phys.PFN, sc *scanControl) reclaimOutcome {
+func (m *Manager) shrinkFolio(head phys.PFN, sc *scanControl, list *[]phys.PFN) reclaimOutcome {
 	pg := m.pool.Page(head)
 	if pg.TestAndSet(phys.PGLocked) {
 		return reclaimKeep
 	}
-	out := m.shrinkLocked(head, sc)
+	out := m.shrinkLocked(head, sc, list)
 	if out == reclaimKeep || out == reclaimActivate {
 		pg.Clear(phys.PGLocked)
 	}
 	return out
 }
 
-func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl) reclaimOutcome {
+func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl, list *[]phys.PFN) reclaimOutcome {
 	pg := m.pool.Page(head)
 	if pg.Test(phys.PGWriteback) {
 		return reclaimKeep
@@ -255,11 +254,12 @@ func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl) reclaimOutcome {
 		}
 		if _, large := m.pool.LargeCounts(head); large {
 			// A swap slot holds one page: split, and go on with the
-			// head; the other frames are on the inactive list now.
-			if err := m.SplitHugePage(head); err != nil {
+			// head; the other frames still mapped join the list.
+			n, err := m.splitHugePage(head, list)
+			if err != nil {
 				return reclaimKeep
 			}
-			m.unisolate(hugeNr - 1)
+			m.unisolate(hugeNr - 1 - n)
 		}
 		e, err := m.getSwapPage()
 		if err != nil {
@@ -282,12 +282,7 @@ func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl) reclaimOutcome {
 		if !sc.mayWrite {
 			return reclaimKeep
 		}
-		done := m.pageout(head, sc)
-		if done == nil {
-			sc.congested = m.swapDev(pageSwapEntry(pg))
-			return reclaimKeep
-		}
-		sc.writes = append(sc.writes, done)
+		sc.writes = append(sc.writes, m.pageout(head, sc))
 		return reclaimWriteback
 	}
 
@@ -407,7 +402,7 @@ func (m *Manager) Reclaim(order int, ctx phys.Context) int {
 	// nothing, and a costly order may fail for want of a free block
 	// alone (__alloc_pages_may_oom skips !__GFP_FS and orders above
 	// PAGE_ALLOC_COSTLY_ORDER).
-	if len(sc.writes) == 0 && sc.congested == nil && sc.mayWrite && order <= costlyOrder {
+	if len(sc.writes) == 0 && sc.mayWrite && order <= costlyOrder {
 		return m.outOfMemory(order)
 	}
 	return 0

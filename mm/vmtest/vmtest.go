@@ -48,6 +48,11 @@ type Config struct {
 	// yields the processor there: TamaGo preempts no goroutine, so a loop
 	// that never blocks would starve the garbage collector's workers.
 	EachStep func(step int)
+	// SwapErrors says that the swap device may fail reads: an access may
+	// then stop with a SwapError fault (SIGBUS) at a page the model says
+	// it may access, having done what came before; nothing else changes.
+	// Off, any SwapError is a failure.
+	SwapErrors bool
 }
 
 // Stats count what a run did.
@@ -62,6 +67,9 @@ type Stats struct {
 	MaxWorkingSet int64
 	// Events are mm's huge page and lazy-free counters (vmstat) at the end.
 	Events map[string]uint64
+	// SwapFaults counts accesses stopped by a failed swap-in read
+	// (Config.SwapErrors).
+	SwapFaults int
 }
 
 // EventNames are the vmstat events a run reports in Stats.Events.
@@ -524,6 +532,25 @@ func (s *space) expectAccess(addr uint32, n int, acc pgtable.Access) (uint32, mm
 	return 0, 0, true
 }
 
+// swapFault reports where an access of n bytes at addr stopped if err is a
+// failed swap-in that the run allows (Config.SwapErrors), at a page
+// before where the model says the access stops (want, or the end).
+func (r *runner) swapFault(err error, addr uint32, n int, want uint32, ok bool) (uint32, bool) {
+	var fe *mm.FaultError
+	if !r.cfg.SwapErrors || !errors.As(err, &fe) || fe.Reason != mm.SwapError {
+		return 0, false
+	}
+	end := uint64(addr) + uint64(n)
+	if !ok {
+		end = uint64(want)
+	}
+	if uint64(fe.Addr)+pageSize <= uint64(addr) || uint64(fe.Addr) >= end {
+		return 0, false
+	}
+	r.stats.SwapFaults++
+	return max(fe.Addr, addr), true
+}
+
 func checkFault(err error, addr uint32, reason mm.FaultReason, ok bool) error {
 	var fe *mm.FaultError
 	switch {
@@ -555,7 +582,10 @@ func (r *runner) write(s *space) error {
 	}
 	err := s.as.Write(addr, data)
 	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessWrite)
-	if !ok {
+	if at, lost := r.swapFault(err, addr, n, faddr, ok); lost {
+		err, faddr, ok = nil, at, true
+		data = data[:at-addr]
+	} else if !ok {
 		r.refused(err)
 		data = data[:faddr-addr]
 	}
@@ -594,6 +624,9 @@ func (r *runner) fill(s *space) error {
 			b[j] = byte(r.src.Intn(256))
 		}
 		if err := s.as.Write(addr+off, b[:]); err != nil {
+			if _, lost := r.swapFault(err, addr+off, len(b), 0, true); lost {
+				continue
+			}
 			return fmt.Errorf("fill %#08x: %w", addr+off, err)
 		}
 		var nd [pageSize]byte
@@ -614,10 +647,11 @@ func (r *runner) read(s *space) error {
 	got := r.buf[:n]
 	err := s.as.Read(addr, got)
 	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessRead)
-	if err := checkFault(err, faddr, reason, ok); err != nil {
+	if at, lost := r.swapFault(err, addr, n, faddr, ok); lost {
+		got = got[:at-addr]
+	} else if err := checkFault(err, faddr, reason, ok); err != nil {
 		return err
-	}
-	if !ok {
+	} else if !ok {
 		r.refused(err)
 		got = got[:faddr-addr]
 	}
@@ -667,6 +701,9 @@ func (r *runner) resolve(s *space, a uint32) error {
 	}
 	var got [pageSize]byte
 	if err := s.as.Read(a, got[:]); err != nil {
+		if _, lost := r.swapFault(err, a, pageSize, 0, true); lost {
+			return nil // unread: it stays maybeZero
+		}
 		return fmt.Errorf("resolving %#08x: %w", a, err)
 	}
 	var zero [pageSize]byte

@@ -1,15 +1,19 @@
 // Package mm is the virtual memory manager: address spaces of private
 // anonymous memory in the ARMv7 task window, their page faults, fork with
-// copy-on-write, and anon_vma reverse mapping, on top of the page
-// allocator (mm/phys) and the translation tables (mm/pgtable). It follows
-// Linux's mm in semantics and names; the Linux function each piece models
-// is named beside it.
+// copy-on-write, anon_vma reverse mapping, transparent huge pages and
+// MADV_FREE, and page reclaim with swap to any block device, on top of
+// the page allocator (mm/phys) and the translation tables (mm/pgtable).
+// It follows Linux's mm in semantics and names; the Linux function each
+// piece models is named beside it, and the files are named after Linux's
+// (rmap, huge_memory, madvise, vmscan, swap, swap_state, swapfile,
+// page_io, oom_kill).
 //
 // # Objects
 //
 // A Manager is the machine's memory manager: the pool, the shared zero
-// page, the registry of address spaces (by PID, for /proc/PID) and the
-// counters /proc/meminfo reports. An AddressSpace (mm_struct) has VMAs
+// page, the registry of address spaces (by PID, for /proc/PID), the LRU
+// lists, the swap devices, kswapd, and the counters /proc/meminfo and
+// /proc/vmstat report. An AddressSpace (mm_struct) has VMAs
 // (vm_area_struct) in an interval tree plus a sorted list, and a
 // pgtable.Table. All task memory access goes through the software MMU:
 // AddressSpace.Read and Write translate each page with the hardware
@@ -28,10 +32,26 @@
 //   - a present PTE that is not young, or clean on a write: the software
 //     bit is set, which grants the hardware permission (Linux/ARM's
 //     dirty/young emulation);
-//   - a swap PTE: the page is read back through the Swap hooks;
+//   - a swap PTE: the page is taken from the swap cache, or read back
+//     with its neighbours read ahead (swap_state.go); a failed read is a
+//     SwapError (SIGBUS) for this fault alone;
 //   - in an empty section that an eligible area covers whole: a huge page,
 //     or for a read the huge zero page (huge_memory.go); a write to a
 //     write-protected section reuses it, or splits it and copies a page.
+//
+// # Reclaim
+//
+// Every anonymous page mapped or in the swap cache is on one of four LRU
+// lists (swap.go), or isolated by reclaim. kswapd, woken by phys when free
+// memory falls below low, and direct reclaim, phys's Reclaimer, take
+// pages from the inactive lists' tails (vmscan.go): referenced pages get
+// a second chance or are activated, lazily freed ones are dropped without
+// I/O (sections whole), swap-backed ones are split if huge, given a slot
+// and a place in the swap cache, unmapped through the rmap, and written
+// on the device's MemReclaim work queue (page_io.go); the page is freed
+// when the write is acknowledged, and kept, dirty, if it fails. When
+// nothing can be reclaimed the OOM killer ends the largest space
+// (oom_kill.go).
 //
 // # Locks, in order
 //
@@ -44,7 +64,20 @@
 //	                        nests the child's under the parent's
 //	    anonVMA root .mu    (anon_vma->root->rwsem) every interval tree and
 //	                        degree counter of one fork family
-//	      LRU / phys locks  (mm/phys's zone lock)
+//	    swapInfo.mu         (si->lock) one swap device's map, clusters,
+//	                        swap cache index and reads in flight
+//	      lruvec.mu         (lruvec->lru_lock) the LRU lists
+//	        phys's zone lock
+//
+// The page lock (PGLocked) comes before all of these but the mmap lock:
+// reclaim holds it across its rmap walks, and a swap-in fault takes it
+// with the page-table lock dropped (folio_lock), yielding until reclaim
+// lets go. Manager.reclaimMu is read-held by each reclaim pass (never
+// while waiting for a write) and write-held by Check and Quiesce, so that
+// the checker sees no page half-way through reclaim; write completions
+// run on the work queue without it. No page is freed with an LRU or swap
+// device lock held: the last Put of a page on a list calls back into the
+// LRU code through phys's release hook.
 //
 // Manager.mu guards the PID registry alone. It is a leaf: Exit takes it
 // under its mmap lock to unregister, and nothing takes another lock while
@@ -54,11 +87,11 @@
 // around phys's split, so it nests the zone lock and nothing else.
 // Manager.hugeZeroMu is taken with no lock held (it may allocate).
 //
-// The Swap hooks run under these locks: Dup and Free with a page-table
-// lock held (fork copying swap PTEs holds the parent's and the child's;
-// try_to_unmap, zap and a swap-in's release hold the one space's), and
-// Count with one held (smaps), so none of the three may wait for I/O or
-// memory. In runs with only the mmap lock held for reading, the
+// Swap counts change under these locks: swapDup and swapFree with a
+// page-table lock held (fork copying swap PTEs holds the parent's and the
+// child's; try_to_unmap, zap and a swap-in hold the one space's), and
+// swapCount with one held (smaps), so none of them waits for I/O or
+// memory. Swap-in runs with only the mmap lock held for reading, the
 // page-table lock dropped: it may wait for I/O and allocate.
 //
 // Page allocation may enter reclaim, which walks page tables, so nothing
@@ -95,6 +128,13 @@
 //     its degree counters and reference count are what its family says;
 //   - every page handed to an address space was zeroed (VerifyZeroed
 //     checks it as it happens), and the zero pages stay zero;
+//   - each LRU list holds only pages whose flags name it, and its frame
+//     count is right; every page mapped or in the swap cache is on a list
+//     or isolated (at most the isolated count of frames are on none);
+//   - each swap slot's count equals the swap PTEs naming it, its cache
+//     bit is set exactly while a page is cached or being read for it, and
+//     the cached page names the slot; the in-use, per-cluster, SwapCached
+//     and swap-used counts add up;
 //   - when every address space has exited and the Manager is closed,
 //     every frame is back in the pool.
 package mm

@@ -13,3 +13,11 @@ func (m *Manager) PageoutForTest(pfn phys.PFN) bool {
 	}
 	return m.reclaimPages([]phys.PFN{head}) > 0
 }
+
+// ResetKswapdForTest forgets kswapd's failed runs, as direct reclaim
+// making progress does, so that a test can start from a kswapd that has
+// not given up.
+func (m *Manager) ResetKswapdForTest() {
+	m.kswapdFailures.Store(0)
+	m.pool.SetReclaimHopeless(false)
+}

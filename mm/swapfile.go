@@ -449,11 +449,12 @@ func (m *Manager) tryToUnuse(si *swapInfo) error {
 		// What is left is the swap cache: pages whose PTEs are all
 		// mapped again, or under writeback.
 		for off := uint32(1); off < si.slots; off++ {
-			si.mu.Lock()
-			pfn := si.cache[off]
-			si.mu.Unlock()
-			if pfn != 0 {
-				m.tryReclaimSwap(phys.PFN(pfn-1), pgtable.SwapEntry{Type: si.typ, Offset: off})
+			e := pgtable.SwapEntry{Type: si.typ, Offset: off}
+			if pfn, ok := m.lookupSwapCache(si, e); ok {
+				m.lockPage(pfn)
+				m.folioFreeSwap(pfn)
+				m.pool.Page(pfn).Clear(phys.PGLocked)
+				m.pool.Put(pfn)
 			}
 		}
 		si.wq.Flush()

@@ -73,6 +73,11 @@ type scanControl struct {
 	writeFreed atomic.Int64 // pages freed as their writes completed
 }
 
+// progress is what a reclaimer counts toward its target: pages freed,
+// and pages whose writes it started, which free them when they complete
+// (a pass does not wait for its writes: the next batch goes on meanwhile).
+func (sc *scanControl) progress() int { return sc.reclaimed + len(sc.writes) }
+
 // wait waits briefly for the writes the pass started; it returns how many
 // completed.
 func (sc *scanControl) wait() int { return waitWrites(sc.writes) }
@@ -130,7 +135,7 @@ func (m *Manager) shrinkLruvec(sc *scanControl) {
 				nrAnon = 0
 			}
 		}
-		if sc.reclaimed >= sc.nrToReclaim {
+		if sc.progress() >= sc.nrToReclaim {
 			break
 		}
 	}
@@ -342,7 +347,7 @@ func (m *Manager) ProactiveReclaim(frames int) int {
 	before := m.pool.FreeFrames()
 	sc := &scanControl{nrToReclaim: frames, mayWrite: true}
 	m.reclaimMu.RLock()
-	for sc.priority = defPriority; sc.priority >= 0 && sc.reclaimed < sc.nrToReclaim; sc.priority-- {
+	for sc.priority = defPriority; sc.priority >= 0 && sc.progress() < sc.nrToReclaim; sc.priority-- {
 		m.shrinkLruvec(sc)
 	}
 	m.reclaimMu.RUnlock()
@@ -383,7 +388,7 @@ func (m *Manager) Reclaim(order int, ctx phys.Context) int {
 	before := m.pool.FreeFrames()
 	sc := &scanControl{nrToReclaim: max(swapClusterMax, 1<<order), mayWrite: ctx&phys.StartIO != 0}
 	m.reclaimMu.RLock()
-	for sc.priority = defPriority; sc.priority >= 0 && sc.reclaimed < sc.nrToReclaim; sc.priority-- {
+	for sc.priority = defPriority; sc.priority >= 0 && sc.progress() < sc.nrToReclaim; sc.priority-- {
 		m.shrinkLruvec(sc)
 	}
 	m.reclaimMu.RUnlock()
@@ -433,14 +438,17 @@ func (m *Manager) kswapd() {
 }
 
 // balance reclaims until free memory is back at the high watermark
-// (balance_pgdat). A pass that frees nothing counts as a failure; after
-// maxReclaimRetry in a row kswapd gives up, tells phys so (direct
-// reclaimers stop waiting for it), and sleeps until direct reclaim makes
-// progress again. Either way it wakes the throttled reclaimers when it
-// stops.
+// (balance_pgdat). A run that frees nothing while memory is still short
+// counts as a failure; after maxReclaimRetry failed runs in a row kswapd
+// gives up, tells phys so (direct reclaimers stop waiting for it), and is
+// not woken again until direct reclaim makes progress. Whatever the
+// outcome, it wakes the throttled reclaimers as it goes back to sleep
+// (Linux's prepare_kswapd_sleep): a reclaimer waiting for kswapd must
+// never outlive kswapd's interest in the zone.
 func (m *Manager) balance() {
 	defer m.pool.WakeThrottled()
 	m.vm.kswapdWakeups.Add(1)
+	progress := false
 	for {
 		select {
 		case <-m.kswapdStop:
@@ -450,23 +458,26 @@ func (m *Manager) balance() {
 		high := m.pool.Watermarks().High
 		free := m.pool.FreeFrames()
 		if free >= high {
-			return
-		}
-		if m.kswapdFailures.Load() >= maxReclaimRetry {
-			m.pool.SetReclaimHopeless(true)
+			m.kswapdFailures.Store(0)
 			return
 		}
 		sc := &scanControl{nrToReclaim: int(high - free), mayWrite: true, kswapd: true}
 		m.reclaimMu.RLock()
-		for sc.priority = defPriority; sc.priority >= 0 && sc.reclaimed < sc.nrToReclaim; sc.priority-- {
+		for sc.priority = defPriority; sc.priority >= 0 && sc.progress() < sc.nrToReclaim; sc.priority-- {
 			m.shrinkLruvec(sc)
 		}
 		m.reclaimMu.RUnlock()
 		done := sc.wait()
 		if sc.reclaimed == 0 && done == 0 && m.pool.FreeFrames() <= free {
-			m.kswapdFailures.Add(1)
-		} else {
-			m.kswapdFailures.Store(0)
+			break
 		}
+		progress = true
+	}
+	if progress {
+		m.kswapdFailures.Store(0)
+		return
+	}
+	if m.kswapdFailures.Add(1) >= maxReclaimRetry {
+		m.pool.SetReclaimHopeless(true)
 	}
 }

@@ -358,37 +358,56 @@ func TestLazyFreeSectionsReclaimedWhole(t *testing.T) {
 }
 
 // The Nishikawa case (2024): a direct reclaimer throttled in
-// throttle_direct_reclaim waited forever while kswapd, finding nothing to
-// reclaim, had given up. Here kswapd gives up after MAX_RECLAIM_RETRIES
-// fruitless passes and says so; the throttled reclaimer is woken and
-// fails (nothing can be freed) instead of waiting out its hour.
+// throttle_direct_reclaim waited forever while kswapd, with nothing it
+// could reclaim, had stopped trying. Here kswapd wakes the throttled
+// reclaimers whenever it goes back to sleep, and after MAX_RECLAIM_RETRIES
+// fruitless runs gives up and says so: the throttled allocation fails
+// (nothing can be freed) instead of waiting out its hour.
 func TestThrottledReclaimerEndsWhenKswapdGivesUp(t *testing.T) {
 	pool, err := phys.New(phys.Config{Mem: make([]byte, 4<<20), Base: 0x80000000, ThrottleTimeout: time.Hour})
 	require.NoError(t, err)
 	m, err := mm.New(mm.Config{Pool: pool})
 	require.NoError(t, err)
 	// Pin memory until free is below half of min: the reserve is half
-	// gone, so ordinary direct reclaimers are throttled.
+	// gone, so ordinary direct reclaimers are throttled, and nothing is
+	// reclaimable. (kswapd, woken all along, may have given up already:
+	// start from one that has not.)
 	var pinned []phys.PFN
 	for pool.FreeFrames() > pool.Watermarks().Min/2 {
 		f, err := pool.AllocPage(phys.Atomic)
 		require.NoError(t, err)
 		pinned = append(pinned, f)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := pool.AllocPage(phys.Kernel)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, phys.ErrNoMemory)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the throttled allocation never returned: kswapd gave up without waking it")
+	m.ResetKswapdForTest()
+	for i := range 3 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := pool.AllocPage(phys.Kernel)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, phys.ErrNoMemory, "allocation %d", i)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("throttled allocation %d never returned: kswapd went to sleep without waking it", i)
+		}
 	}
-	st := pool.Stats()
-	assert.NotZero(t, st.Throttled, "the allocation was throttled")
+	assert.NotZero(t, pool.Stats().Throttled, "the allocations were throttled")
 	assert.NotZero(t, vmstat(m, "pageoutrun"), "kswapd ran")
+	// Many more allocations fail the same way; kswapd, after 16 fruitless
+	// runs, is no longer woken for them, and they are no longer throttled.
+	for range 64 {
+		_, err := pool.AllocPage(phys.Kernel)
+		require.ErrorIs(t, err, phys.ErrNoMemory)
+	}
+	runs := vmstat(m, "pageoutrun")
+	throttled := pool.Stats().Throttled
+	for range 8 {
+		_, err := pool.AllocPage(phys.Kernel)
+		require.ErrorIs(t, err, phys.ErrNoMemory)
+	}
+	assert.Equal(t, runs, vmstat(m, "pageoutrun"), "kswapd gave up")
+	assert.Equal(t, throttled, pool.Stats().Throttled, "no throttling once kswapd has given up")
 	for _, f := range pinned {
 		require.NoError(t, pool.Put(f))
 	}
@@ -434,4 +453,81 @@ func TestOOMKillerKillsTheLargest(t *testing.T) {
 	require.NoError(t, small.Exit())
 	require.NoError(t, m.Close())
 	require.Equal(t, uint64(pool.Frames()), pool.FreeFrames())
+}
+
+// MADV_COLD moves a space's own pages to the inactive list; pages other
+// spaces map too are left alone, as in Linux.
+func TestMadvColdDeactivates(t *testing.T) {
+	m, _, _ := swapSetup(t, 8, mm.Config{NoKswapd: true})
+	parent, err := m.NewAddressSpace()
+	require.NoError(t, err)
+	a, err := parent.Mmap(0, 8*pgtable.PageSize, mm.ProtRead|mm.ProtWrite, 0)
+	require.NoError(t, err)
+	fill(t, parent, a, 8, 4)
+	child, err := parent.Fork()
+	require.NoError(t, err)
+	verify(t, child, a, 8, 4)
+	// Eight more, the parent's own, written once.
+	b, err := parent.Mmap(0, 8*pgtable.PageSize, mm.ProtRead|mm.ProtWrite, 0)
+	require.NoError(t, err)
+	fill(t, parent, b, 8, 8)
+	// Reclaim's first look activates the shared pages, young in two
+	// spaces, and marks the others referenced; its second takes those.
+	got := m.ProactiveReclaim(8)
+	t.Logf("pgactivate %d pgdeactivate %d pswpout %d pglazyfreed %d", vmstat(m, "pgactivate"), vmstat(m, "pgdeactivate"), vmstat(m, "pswpout"), vmstat(m, "pglazyfreed"))
+	assert.Equal(t, 8, got)
+	require.Equal(t, uint64(32), kb(m, "Active(anon)"))
+	assert.Equal(t, uint64(8), vmstat(m, "pgactivate"))
+	require.NoError(t, parent.Madvise(a, 8*pgtable.PageSize, mm.MadvCold))
+	assert.Equal(t, uint64(32), kb(m, "Active(anon)"), "shared pages are not deactivated")
+	require.NoError(t, child.Exit())
+	require.NoError(t, parent.Madvise(a, 8*pgtable.PageSize, mm.MadvCold))
+	assert.Zero(t, kb(m, "Active(anon)"))
+	assert.Equal(t, uint64(32), kb(m, "Inactive(anon)"))
+	// Cold and not touched since: the next reclaim takes them.
+	assert.Equal(t, 8, m.ProactiveReclaim(8))
+	verify(t, parent, a, 8, 4)
+	verify(t, parent, b, 8, 8)
+	require.NoError(t, m.Check())
+}
+
+// Swapoff brings every swapped-out page back, shared ones as one page,
+// and takes the device out of /proc/swaps.
+func TestSwapoffBringsPagesBack(t *testing.T) {
+	m, _, dev := swapSetup(t, 8, mm.Config{NoKswapd: true})
+	parent, err := m.NewAddressSpace()
+	require.NoError(t, err)
+	a, err := parent.Mmap(0, 16*pgtable.PageSize, mm.ProtRead|mm.ProtWrite, 0)
+	require.NoError(t, err)
+	fill(t, parent, a, 16, 6)
+	child, err := parent.Fork()
+	require.NoError(t, err)
+	require.NoError(t, child.Write(a, []byte{77}))
+	assert.Equal(t, 17, m.ProactiveReclaim(64), "sixteen shared pages and the child's copy")
+	ref, _ := m.SwapSlots()
+	require.Equal(t, 17, ref)
+
+	require.NoError(t, m.Swapoff(dev))
+	require.NoError(t, m.Check())
+	assert.Zero(t, kb(m, "SwapTotal"))
+	assert.Equal(t, "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n", m.ProcSwaps())
+	for _, as := range []*mm.AddressSpace{parent, child} {
+		vec, err := as.Mincore(a, 16*pgtable.PageSize)
+		require.NoError(t, err)
+		assert.Equal(t, []byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, vec, "pid %d", as.PID())
+	}
+	pp, ok := parent.FollowPage(a + pgtable.PageSize)
+	require.True(t, ok)
+	cp, ok := child.FollowPage(a + pgtable.PageSize)
+	require.True(t, ok)
+	assert.Equal(t, pp, cp, "still one page for both")
+	m.Pool().Put(pp)
+	m.Pool().Put(cp)
+	verify(t, parent, a, 16, 6)
+	var b [1]byte
+	require.NoError(t, child.Read(a, b[:]))
+	assert.Equal(t, byte(77), b[0])
+	// With no swap, reclaim leaves anonymous memory alone.
+	assert.Zero(t, m.ProactiveReclaim(64))
+	require.Error(t, m.Swapoff(dev), "not swap space any more")
 }

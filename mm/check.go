@@ -618,10 +618,11 @@ func (c *checker) reclaim() error {
 				}
 				continue
 			}
-			if got, want := int(w&swapCountMax), c.swapRefs[e]; got != want {
-				return fmt.Errorf("%v: count %d, named by %d swap PTEs", e, got, want)
+			if got := int(w & swapCountMax); got != 0 {
+				if want := c.swapRefs[e]; got != want {
+					return fmt.Errorf("%v: count %d, named by %d swap PTEs", e, got, want)
+				}
 			}
-			delete(c.swapRefs, e)
 			pfn, reading := si.cache[off], si.reading[off] != nil
 			if hasCache := w&swapHasCache != 0; hasCache != (pfn != 0 || reading) {
 				return fmt.Errorf("%v: cache bit %v, cached page %v, being read %v", e, hasCache, pfn != 0, reading)
@@ -657,8 +658,21 @@ func (c *checker) reclaim() error {
 		}
 		used += int64(inuse)
 	}
+	// The other way round: every slot a swap PTE names counts it (the
+	// loop above checked the slots with a count).
 	for e, n := range c.swapRefs {
-		return fmt.Errorf("%d swap PTEs name %v, which is on no device", n, e)
+		var si *swapInfo
+		for _, d := range devs {
+			if d.typ == e.Type {
+				si = d
+			}
+		}
+		if si == nil || e.Offset == 0 || e.Offset >= si.slots {
+			return fmt.Errorf("%d swap PTEs name %v, which is on no device", n, e)
+		}
+		if got := int(si.smap[e.Offset] & swapCountMax); got != n {
+			return fmt.Errorf("%v: count %d, named by %d swap PTEs", e, got, n)
+		}
 	}
 	if got := m.swapCached.Load(); got != cached {
 		return fmt.Errorf("SwapCached counter %d, %d pages are cached", got, cached)

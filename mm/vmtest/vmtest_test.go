@@ -58,7 +58,7 @@ func TestModel(t *testing.T) {
 		for seed := int64(1); seed <= streams; seed++ {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
-				mgr, pool := newManager(t, modelPoolKiB(seed), 64)
+				mgr, pool := newManager(t, modelPoolKiB(seed), 16)
 				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views})
 				require.NoError(t, err, "seed %d", seed)
 				finish(t, mgr, pool)

@@ -534,7 +534,7 @@ func (c *checker) anonVMAs() error {
 //   - SwapCached and the slots in use agree with the devices.
 func (c *checker) reclaim() error {
 	m := c.m
-	devs := m.devices()
+	devs := append([]*swapInfo(nil), m.devices()...)
 	sort.Slice(devs, func(i, j int) bool { return devs[i].typ < devs[j].typ })
 	for _, si := range devs {
 		si.mu.Lock()

@@ -71,11 +71,12 @@ type Manager struct {
 	quiesced   atomic.Bool  // Quiesce holds reclaimMu
 	swapMu     sync.Mutex   // swapDevs
 	swapDevs   [pgtable.MaxSwapType + 1]*swapInfo
-	swapPrio   int          // the last default priority given (Linux's least_priority)
-	swapTotal  atomic.Int64 // usable slots on every device
-	swapUsed   atomic.Int64 // slots in use
-	swapCached atomic.Int64 // pages in the swap cache
-	writeback  atomic.Int64 // pages under writeback
+	swapOrder  atomic.Pointer[[]*swapInfo] // swapDevs by priority
+	swapPrio   int                         // the last default priority given (Linux's least_priority)
+	swapTotal  atomic.Int64                // usable slots on every device
+	swapUsed   atomic.Int64                // slots in use
+	swapCached atomic.Int64                // pages in the swap cache
+	writeback  atomic.Int64                // pages under writeback
 	vm         vmEvents
 
 	kswapdWake     chan struct{}

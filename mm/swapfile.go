@@ -150,8 +150,11 @@ func (m *Manager) Swapon(dev blk.Device, opt SwapOptions) error {
 	if err := dev.WriteAt(swapHeader(uint32(slots-1), "yolk"), 0, 0); err != nil {
 		return fmt.Errorf("mm: swapon: writing the swap header: %w", err)
 	}
+	// As many writes in flight as there are requests, less on a small
+	// pool: each worker holds a frame of its own.
+	active := min(max(int(m.pool.Frames()/64), 4), swapWritesInFlight)
 	wq, err := workqueue.New("swap_writeback/"+opt.Name, m.pool, workqueue.Config{
-		Flags: workqueue.MemReclaim, MaxActive: 8})
+		Flags: workqueue.MemReclaim, MaxActive: active})
 	if err != nil {
 		return fmt.Errorf("mm: swapon: %w", err)
 	}
@@ -177,6 +180,7 @@ func (m *Manager) Swapon(dev blk.Device, opt SwapOptions) error {
 		si.clusters[last] = uint16(swapCluster - n%swapCluster)
 	}
 	m.swapDevs[typ] = si
+	m.reorderDevices()
 	m.swapTotal.Add(int64(n - 1))
 	m.logf("Adding %dk swap on %s.  Priority:%d extents:1 across:%dk", (n-1)*4, opt.Name, opt.Priority, (n-1)*4)
 	return nil
@@ -194,10 +198,18 @@ func (m *Manager) swapDev(e pgtable.SwapEntry) *swapInfo {
 	return m.swapDevs[e.Type]
 }
 
-// devices returns the swap devices by descending priority.
+// devices returns the swap devices by descending priority: a snapshot
+// swapon and swapoff replace, so that allocating a slot allocates
+// nothing.
 func (m *Manager) devices() []*swapInfo {
-	m.swapMu.Lock()
-	defer m.swapMu.Unlock()
+	if d := m.swapOrder.Load(); d != nil {
+		return *d
+	}
+	return nil
+}
+
+// reorderDevices rebuilds the snapshot; m.swapMu is held.
+func (m *Manager) reorderDevices() {
 	var out []*swapInfo
 	for _, si := range m.swapDevs {
 		if si != nil {
@@ -205,7 +217,7 @@ func (m *Manager) devices() []*swapInfo {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].prio > out[j].prio })
-	return out
+	m.swapOrder.Store(&out)
 }
 
 // getSwapPage allocates a slot with the swap cache's mark and no PTE
@@ -426,6 +438,7 @@ func (m *Manager) Swapoff(dev blk.Device) error {
 	si.wq.Destroy()
 	m.swapMu.Lock()
 	m.swapDevs[si.typ] = nil
+	m.reorderDevices()
 	m.swapMu.Unlock()
 	m.swapTotal.Add(-int64(si.slots - 1))
 	return nil

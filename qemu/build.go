@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // ModuleRoot walks up from the working directory to yolk's go.mod.
@@ -47,6 +48,24 @@ func MakeOutput(ctx context.Context, target string, vars ...string) (string, err
 		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "make", append([]string{"-C", root, "--no-print-directory", target}, vars...)...)
+	cmd.Env = freshMakeEnv(os.Environ())
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// freshMakeEnv drops what a make running the tests passes down to its
+// sub-makes (its flags, jobserver, command-line variables such as APPEND
+// or BUILD, and its depth), so that the make a test runs is the one it
+// asks for, as if run from a shell.
+func freshMakeEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

@@ -162,3 +162,11 @@ func TestImageStatus(t *testing.T) {
 		assert.Equal(t, c.ok, ok, "%+v", c.run)
 	}
 }
+
+// A make run by a test is the one it asks for, whatever make runs the
+// tests: nothing of the outer make's flags or variables reaches it.
+func TestFreshMakeEnv(t *testing.T) {
+	env := freshMakeEnv([]string{"PATH=/bin", "MAKEFLAGS=-j2 --jobserver-auth=3,4 -- BUILD=/elsewhere", "MFLAGS=-j2",
+		"MAKELEVEL=1", "MAKEOVERRIDES=${-*-command-variables-*-}", "GNUMAKEFLAGS=-s", "HOME=/root", "MAKEFLAGSX=kept"})
+	assert.Equal(t, []string{"PATH=/bin", "HOME=/root", "MAKEFLAGSX=kept"}, env)
+}

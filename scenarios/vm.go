@@ -49,9 +49,10 @@ func vm(env *scenario.Env) error {
 	if err != nil {
 		return err
 	}
-	// Swap on a RAM device in Go memory: the model's reclaim steps page
-	// out through it.
-	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20})
+	// Swap on a RAM device whose pages come from the pool itself, as
+	// zram's do: the model's reclaim steps page out through it, and the
+	// Go heap, which no watermark governs, does not grow with it.
+	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20, Pool: p})
 	if err != nil {
 		return err
 	}
@@ -115,6 +116,10 @@ func vm(env *scenario.Env) error {
 	env.Report("go-heap", "sys_kb", ms.HeapSys>>10, "alloc_kb", ms.HeapAlloc>>10, "gc_cycles", ms.NumGC)
 
 	if err := mgr.Close(); err != nil {
+		return err
+	}
+	// The swap device's pages are the pool's too.
+	if err := swap.Close(); err != nil {
 		return err
 	}
 	err = p.Check()

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -498,4 +499,102 @@ func TestJournalOverNBDOnTheImage(t *testing.T) {
 	t.Logf("%s", j)
 	t.Logf("read back %s home blocks (%s written) in %sms", check(t, run, "home-blocks").Value("blocks"),
 		check(t, run, "home-blocks").Value("written"), check(t, run, "home-blocks").Value("ms"))
+}
+
+// The pressure scenario, as `make qemu APPEND='scenario=pressure'` runs
+// it: the harness starts an nbdkit memory server big enough for the swap
+// the scenario's defaults want (nbd= left out, as nbd=auto), and the
+// image runs a working set twice its 4 MiB pool in three address spaces
+// with swap on it. Every byte must read back right, pages must go out
+// and come back in, nothing may be OOM killed, a stat line comes every
+// second, and /proc/swaps names the NBD device. About 25 s under QEMU.
+func TestPressureScenarioOnTheImage(t *testing.T) {
+	img := evkImage(t)
+	start := time.Now()
+	code, stdout, said := runHarness(t, "-image", img, "-timeout", "150s", "scenario=pressure")
+	t.Logf("harness: %v, %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(said))
+	lines := strings.Split(stdout, "\n")
+	tail := func() string { return strings.Join(lines[max(0, len(lines)-60):], "\n") }
+	require.Equal(t, 0, code, "%s\n%s", tail(), said)
+
+	var results []result.Line
+	for _, l := range lines {
+		if r, err := result.Parse(l); err == nil {
+			results = append(results, r)
+		}
+	}
+	find := func(event string, kv ...string) (result.Line, bool) {
+		run := qemu.Run{Results: results}
+		return run.Find(event, kv...)
+	}
+	num := func(l result.Line, key string) uint64 {
+		t.Helper()
+		v, err := strconv.ParseUint(l.Value(key), 10, 64)
+		require.NoError(t, err, "%s in %s", key, l)
+		return v
+	}
+	v, ok := find("result")
+	require.True(t, ok, tail())
+	assert.Equal(t, "pass", v.Value("status"))
+	for _, c := range []string{"pressure-pool", "nbd-dial", "swapon", "pressure-invariants", "pressure-data",
+		"pressure-no-oom", "pressure-swapped", "pressure-no-leak", "pressure-board-pool"} {
+		l, ok := find("check", "name", c)
+		if assert.True(t, ok, "no check %s in:\n%s", c, tail()) {
+			assert.Equal(t, "true", l.Value("ok"), "%s", l)
+		}
+	}
+	assert.NotContains(t, stdout, "ok=false")
+
+	// The harness started the server itself, with room for the swap.
+	params, ok := find("params")
+	require.True(t, ok, tail())
+	assert.Regexp(t, `^10\.0\.2\.2:\d+$`, params.Value("nbd"))
+	assert.Equal(t, "4", params.Value("pool"))
+	m := regexp.MustCompile(`yolk-qemu: nbdkit-memory server on \S+, (\d+) bytes`).FindStringSubmatch(said)
+	require.NotNil(t, m, said)
+	size, err := strconv.ParseInt(m[1], 10, 64)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, size, int64(2*4<<20), "the NBD server cannot hold twice the pool")
+
+	setup, ok := find("pressure-setup")
+	require.True(t, ok, tail())
+	assert.Equal(t, "4096", setup.Value("pool_kb"))
+	assert.GreaterOrEqual(t, num(setup, "working_set_kb"), uint64(2*4096), "twice the pool: %s", setup)
+
+	// A stat line a second, with the figures asked for.
+	var stats []result.Line
+	for _, l := range results {
+		if l.Event == "stat" {
+			stats = append(stats, l)
+		}
+	}
+	p, ok := find("pressure")
+	require.True(t, ok, tail())
+	elapsed := num(p, "elapsed_ms")
+	assert.GreaterOrEqual(t, len(stats), int(elapsed/1000), "%d stat lines in %d ms", len(stats), elapsed)
+	for _, s := range stats {
+		for _, k := range []string{"free_kb", "active_kb", "inactive_kb", "swap_used_kb", "pswpin", "pswpout"} {
+			num(s, k)
+		}
+	}
+	if len(stats) > 2 {
+		assert.NotZero(t, num(stats[len(stats)-2], "swap_used_kb"), "%s", stats[len(stats)-2])
+	}
+
+	assert.NotZero(t, num(p, "pswpout"), "%s", p)
+	assert.NotZero(t, num(p, "pswpin"), "%s", p)
+	assert.NotZero(t, num(p, "pgmajfault"), "%s", p)
+	assert.Zero(t, num(p, "oom_kill"), "%s", p)
+	assert.Zero(t, num(p, "mismatches"), "%s", p)
+	assert.NotZero(t, num(p, "pages_checked"), "%s", p)
+
+	// The /proc files, as Linux prints them.
+	for _, want := range []string{
+		"yolk: proc file=/proc/meminfo ", "\nMemTotal:           4096 kB\n", "\nSwapTotal:",
+		"yolk: proc file=/proc/vmstat ", "\npswpin ", "\npswpout ", "\noom_kill 0\n",
+		"yolk: proc file=/proc/swaps lines=2\nFilename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/nbd0 ",
+	} {
+		assert.Contains(t, stdout, want)
+	}
+	t.Logf("%s", p)
 }

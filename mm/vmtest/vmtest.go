@@ -48,6 +48,10 @@ type Config struct {
 	// yields the processor there: TamaGo preempts no goroutine, so a loop
 	// that never blocks would starve the garbage collector's workers.
 	EachStep func(step int)
+	// Fill makes a quarter of the writes fills: a few bytes into each
+	// page of a run of up to 128, which builds the working set up beyond a
+	// small pool, so that reclaim runs all the time.
+	Fill bool
 	// SwapErrors says that the swap device may fail reads: an access may
 	// then stop with a SwapError fault (SIGBUS) at a page the model says
 	// it may access, having done what came before; nothing else changes.
@@ -567,7 +571,7 @@ func checkFault(err error, addr uint32, reason mm.FaultReason, ok bool) error {
 }
 
 func (r *runner) write(s *space) error {
-	if r.src.Intn(4) == 0 {
+	if r.cfg.Fill && r.src.Intn(4) == 0 {
 		return r.fill(s)
 	}
 	addr, n := r.span(s)

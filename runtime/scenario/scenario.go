@@ -118,6 +118,13 @@ type Scenario struct {
 	// Params are the parameters it reads, beside the image's own.
 	Params []cmdline.Spec
 	Run    Func
+	// NBDSize, if set, says how many bytes the NBD export its "nbd"
+	// service parameters point at must hold for a run with args (swap
+	// for its working set, say), so that the QEMU harness starts a
+	// server big enough. It reads only parameters that name no service:
+	// the harness calls it before it has a server to name. The image
+	// never calls it.
+	NBDSize func(args cmdline.Args) int64
 }
 
 // DefaultScenario runs when the command line names none.
@@ -189,6 +196,30 @@ func Params(name string) ([]cmdline.Spec, bool) {
 		return nil, false
 	}
 	return append(ImageParams(), s.Params...), true
+}
+
+// NBDSize returns how many bytes of NBD export a run of the command line
+// p needs, as its scenario's NBDSize says: 0 when the scenario does not
+// say, and when the parameters NBDSize would read are refused anyway
+// (the image will say why). Parameters that name a service, and unknown
+// ones, are not held against p here: the harness sets the first itself,
+// and the image judges the rest.
+func NBDSize(p cmdline.Params) int64 {
+	s, ok := Lookup(p.String("scenario", DefaultScenario))
+	if !ok || s.NBDSize == nil {
+		return 0
+	}
+	var specs []cmdline.Spec
+	for _, spec := range append(ImageParams(), s.Params...) {
+		if spec.Service == "" {
+			specs = append(specs, spec)
+		}
+	}
+	args, _, errs := cmdline.Bind(p, specs)
+	if len(errs) > 0 {
+		return 0
+	}
+	return max(s.NBDSize(args), 0)
 }
 
 // A UsageError lists what is wrong with a command line, one problem per

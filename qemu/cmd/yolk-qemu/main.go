@@ -7,8 +7,10 @@
 // which parameters the chosen scenario takes (package yolk/scenarios) and
 // starts the host services they point at when the command line leaves them
 // unset or sets them to auto: a loopback echo server for selftest's host=,
-// an nbdkit memory server of -nbd-size bytes for the journal's nbd=. The
-// image checks every parameter itself.
+// an nbdkit memory server for the nbd= of the journal and pressure
+// scenarios, of -nbd-size bytes, or by default of 64 MiB or what the
+// scenario says its run needs if more (pressure's swap for its working
+// set). The image checks every parameter itself.
 //
 // Exit status: the image's whenever it gave one (0 pass, 1 fail, 2 bad
 // parameters, 3 the scenario panicked, 4 the Go runtime died); otherwise
@@ -46,7 +48,7 @@ func main() {
 	target := flag.String("target", "mx6ullevk", "board target (mx6ullevk or usbarmory)")
 	timeout := flag.Duration("timeout", 120*time.Second, "kill QEMU after this long")
 	services := flag.Bool("services", true, "start the host services the scenario's parameters point at, unless given")
-	nbdSize := flag.Int64("nbd-size", nbdserver.DefaultSize, "size in bytes of the nbdkit memory server started for nbd=")
+	nbdSize := flag.Int64("nbd-size", 0, "size in bytes of the nbdkit memory server started for nbd= (0: 64 MiB, or what the scenario needs if more)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: yolk-qemu -image ELF [flags] [key=value ...]\n")
 		flag.PrintDefaults()
@@ -62,18 +64,26 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 		flag.Usage()
 		os.Exit(exitUsage)
 	}
+	if *nbdSize < 0 {
+		fmt.Fprintf(os.Stderr, "yolk-qemu: -nbd-size %d is negative\n", *nbdSize)
+		os.Exit(exitUsage)
+	}
 
 	cfg := qemu.Config{Image: *image, Target: *target, Timeout: *timeout, Console: os.Stdout, Append: flag.Args()}
 	if *services {
 		// The image judges the command line; here it is only read for the
 		// scenario's name. One it cannot parse goes to the image as it is.
 		name := scenario.DefaultScenario
+		size := *nbdSize
 		if p, err := cmdline.Parse(strings.Join(flag.Args(), " "), false); err == nil {
 			name = p.String("scenario", name)
+			if size == 0 {
+				size = max(nbdserver.DefaultSize, scenario.NBDSize(p))
+			}
 		}
 		if specs, ok := scenario.Params(name); ok {
 			cfg.Services, cfg.Append = qemu.PlanServices(flag.Args(), specs,
-				nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: *nbdSize})
+				nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: size})
 		}
 	}
 

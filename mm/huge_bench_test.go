@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Benchmarks for the huge page issue's figures, each beside the same
+// Benchmarks for the huge page figures in the README, each beside the same
 // operation on the Linux this runs on, measured in the same run:
 //
 //   - BenchmarkHugeFault: ns per huge fault and its ratio to zeroing 1 MiB

@@ -70,7 +70,7 @@ func runNbdcopy(b *testing.B, srv *nbdserver.Server, file string, size int) time
 // and in 256 KiB ones, both with 16 in flight on one connection. Reports
 // pages/s and MB/s (yolk), nbdcopy-MB/s (4 KiB requests),
 // nbdcopy-256KiB-MB/s, and the ratios x_nbdcopy and x_nbdcopy-256KiB,
-// yolk's throughput over nbdcopy's (the goal: ≥ 0.7). The pages
+// yolk's throughput over nbdcopy's (the goal: ≥ 0.7). The pages
 // are checked as in BenchmarkReclaimDirtyRAM (pswpout +8192 a round).
 //
 // Measured (AMD EPYC, 2 vCPUs, load about 1, go1.26.8, nbdkit 1.32.5,

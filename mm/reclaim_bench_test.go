@@ -11,9 +11,7 @@ import (
 	"yolk/mm/phys"
 )
 
-// Benchmarks for the reclaim issue's figures ("mm: LRU, kswapd, direct
-// reclaim and swap to any block device", acceptance points 4 and 5), in
-// its units:
+// Benchmarks for the reclaim figures in the README, in their units:
 //
 //   - BenchmarkReclaimLazyFreeSections: s/GiB to reclaim clean lazily
 //     freed huge pages whole, and by the old path, split first and then
@@ -109,7 +107,7 @@ const (
 //     +64×256, no write).
 //
 // Reports whole-s/GiB, split-s/GiB and x_split/whole, split time over
-// whole time (the issue's ≥ 10×), from the same run.
+// whole time (the goal: ≥ 10×), from the same run.
 //
 // Measured (AMD EPYC, 2 vCPUs shared with other jobs, load 5 to 8,
 // go1.26.8, -benchtime 1s; medians of 4 runs, range in brackets: the
@@ -118,7 +116,8 @@ const (
 //	whole-s/GiB 0.0060 (0.0032–0.0085)   split-s/GiB 0.14 (0.067–0.17)
 //	x_split/whole 21 (19–25)
 //
-// Linux's figures, from the issue: 0.049 s/GiB whole, 0.683 s/GiB split
+// Linux's figures, from the series that made it reclaim lazy-free THPs
+// without a split (Lance Yang, 2024): 0.049 s/GiB whole, 0.683 s/GiB split
 // (13.9×).
 func BenchmarkReclaimLazyFreeSections(b *testing.B) {
 	const frames = reclaimSections * hugeNr

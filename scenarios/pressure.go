@@ -71,8 +71,8 @@ func pressureSwapBytes(poolMiB, ws int) int64 {
 }
 
 // The pressure scenario runs an anonymous working set bigger than memory
-// on the image, with swap on a network block device: acceptance point 6
-// of reclaim and swap in mm. The board's pool is far too big to push
+// on the image, with swap on a network block device: reclaim and swap in
+// mm as a user would see them. The board's pool is far too big to push
 // twice through NBD under QEMU, so the scenario carves a small pool out
 // of it (pool= MiB, in 1 MiB blocks that lie together) and gives it a
 // memory manager of its own, kswapd and direct reclaim included.

@@ -4,10 +4,8 @@ package mm
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,18 +44,15 @@ func needNBDTools(b *testing.B) {
 }
 
 // runNbdcopy copies file to srv with nbdcopy on one connection and one
-// thread, in requests of size bytes, nbdcopyRequests in flight, without
-// sparseness detection (-S 0: every byte is sent), as
+// thread, in requests of size bytes, nbdcopyRequests in flight, as
 // blk/nbd's BenchmarkVersusNbdcopy does; it returns the time the process
 // took, its start-up included.
 func runNbdcopy(b *testing.B, srv *nbdserver.Server, file string, size int) time.Duration {
-	cmd := exec.Command("nbdcopy", "--connections=1", "--threads=1", "-S", "0",
-		fmt.Sprintf("--request-size=%d", size), fmt.Sprintf("--requests=%d", nbdcopyRequests), file, srv.URI())
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("nbdcopy: %v: %s", err, out)
+	d, err := srv.Nbdcopy(file, size, nbdcopyRequests)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Since(start)
+	return d
 }
 
 // BenchmarkReclaimDirtyNBD: one op is four rounds, alternately, of

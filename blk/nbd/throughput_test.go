@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -129,13 +128,11 @@ func nbdcopyFile(b *testing.B, size int) string {
 // nbdcopy copies file to the server with requests of size bytes, inFlight
 // at a time on one connection, and returns the time it took.
 func nbdcopy(b *testing.B, srv *nbdserver.Server, file string, size, inFlight int) time.Duration {
-	cmd := exec.Command("nbdcopy", "--connections=1", "--threads=1", "-S", "0",
-		fmt.Sprintf("--request-size=%d", size), fmt.Sprintf("--requests=%d", inFlight), file, srv.URI())
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("nbdcopy: %v: %s", err, out)
+	d, err := srv.Nbdcopy(file, size, inFlight)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Since(start)
+	return d
 }
 
 // BenchmarkNbdcopy is libnbd's nbdcopy writing the same requests, one

@@ -114,6 +114,21 @@ func (s *Server) URI() string {
 	return u.String()
 }
 
+// Nbdcopy copies file to the server's export with libnbd's nbdcopy, as a
+// user of it would: one connection and one thread, requests of
+// requestSize bytes, inFlight of them at a time, every byte sent (-S 0:
+// no sparseness detection). It returns how long the process took, its
+// start-up included.
+func (s *Server) Nbdcopy(file string, requestSize, inFlight int) (time.Duration, error) {
+	cmd := exec.Command("nbdcopy", "--connections=1", "--threads=1", "-S", "0",
+		fmt.Sprintf("--request-size=%d", requestSize), fmt.Sprintf("--requests=%d", inFlight), file, s.URI())
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("nbdcopy: %v: %s", err, out)
+	}
+	return time.Since(start), nil
+}
+
 // Output returns the last 64 KiB the server wrote to stdout and stderr,
 // with a line per start naming the command. nbd-server's daemon logs to
 // syslog only: its output ends when it detaches.

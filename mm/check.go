@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"time"
 
 	"yolk/mm/pgtable"
 	"yolk/mm/phys"
@@ -682,6 +683,41 @@ func (c *checker) reclaim() error {
 	}
 	if offLRU > m.lru.isolated {
 		return fmt.Errorf("%d frames mapped or cached are on no list, only %d are isolated", offLRU, m.lru.isolated)
+	}
+	return nil
+}
+
+// CheckFrames accounts for every frame of a pool that this Manager alone
+// uses (as the model test's pools are): each is free, on an LRU list,
+// isolated by reclaim, a page table, one of the zero pages, or the
+// buffer of a swap writeback worker (or of one being created, which
+// widens the count by as much). Run it inside Quiesce: it first waits,
+// up to a second, for the writes in flight to complete, since a
+// completing write frees its page after it stops counting it as
+// isolated.
+func (m *Manager) CheckFrames() error {
+	for deadline := time.Now().Add(time.Second); m.writeback.Load() != 0; {
+		if time.Now().After(deadline) {
+			return errorf("frame census: %d writes still in flight after a second", m.writeback.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s := m.Stats()
+	lru := m.LRU()
+	owned := lru.InactiveAnon + lru.ActiveAnon + lru.InactiveFile + lru.ActiveFile + lru.Isolated + s.PageTables + 1
+	if m.hugeZeroPA.Load() != 0 {
+		owned += hugeNr
+	}
+	var creating int64
+	for _, si := range m.devices() {
+		st := si.wq.Stats()
+		owned += int64(st.Workers) + 1 // each worker's buffer, and the rescuer's
+		creating += int64(st.Creating)
+	}
+	total, free := int64(m.pool.Frames()), int64(m.pool.FreeFrames())
+	if free+owned > total || free+owned+creating < total {
+		return errorf("frame census: %d free + %d owned by mm (LRU %+v, %d page tables) of %d frames, %d workers being created",
+			free, owned, lru, s.PageTables, total, creating)
 	}
 	return nil
 }

@@ -135,6 +135,9 @@
 //     bit is set exactly while a page is cached or being read for it, and
 //     the cached page names the slot; the in-use, per-cluster, SwapCached
 //     and swap-used counts add up;
+//   - on a pool the Manager alone uses, every frame is free, on an LRU
+//     list, isolated by reclaim, a page table, a zero page or a swap
+//     writeback worker's buffer (CheckFrames);
 //   - when every address space has exited and the Manager is closed,
 //     every frame is back in the pool.
 package mm

@@ -48,6 +48,9 @@ type Config struct {
 	// yields the processor there: TamaGo preempts no goroutine, so a loop
 	// that never blocks would starve the garbage collector's workers.
 	EachStep func(step int)
+	// OwnPool says that the Manager is the pool's only user: every check
+	// then also accounts for every frame (mm.Manager.CheckFrames).
+	OwnPool bool
 	// Fill makes a quarter of the writes fills: a few bytes into each
 	// page of a run of up to 128, which builds the working set up beyond a
 	// small pool, so that reclaim runs all the time.
@@ -215,6 +218,11 @@ func (r *runner) check() error {
 	return r.mgr.Quiesce(func() error {
 		if err := r.mgr.Check(); err != nil {
 			return err
+		}
+		if r.cfg.OwnPool {
+			if err := r.mgr.CheckFrames(); err != nil {
+				return err
+			}
 		}
 		if r.stats.Checks%r.cfg.ViewEvery != 0 {
 			return nil

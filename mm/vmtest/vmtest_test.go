@@ -59,7 +59,7 @@ func TestModel(t *testing.T) {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
 				mgr, pool := newManager(t, modelPoolKiB(seed), 16)
-				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views, Fill: true})
+				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views, Fill: true, OwnPool: true})
 				require.NoError(t, err, "seed %d", seed)
 				finish(t, mgr, pool)
 				mu.Lock()
@@ -142,7 +142,7 @@ func FuzzVM(f *testing.F) {
 		src := &Bytes{Data: data}
 		// A step reads about three bytes; long inputs are cut at 1000
 		// steps, so that the fuzzer spends its time on many sequences.
-		_, err := Run(mgr, src, Config{Steps: min(len(data)/3, 1000), Fill: true})
+		_, err := Run(mgr, src, Config{Steps: min(len(data)/3, 1000), Fill: true, OwnPool: true})
 		require.NoError(t, err)
 		finish(t, mgr, pool)
 	})

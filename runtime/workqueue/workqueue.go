@@ -121,6 +121,7 @@ func (w *Work) Pending() bool {
 // since New.
 type Stats struct {
 	Workers    int // live workers (nr_workers), the rescuer not counted
+	Creating   int // workers being created: their buffers may be allocated already
 	Idle       int // of those, idle (nr_idle)
 	Running    int // work items running now, on workers and the rescuer
 	Pending    int // work items queued and not yet started
@@ -512,6 +513,7 @@ func (q *Queue) Stats() Stats {
 	defer q.mu.Unlock()
 	s := q.stats
 	s.Workers = len(q.workers)
+	s.Creating = q.nrCreating
 	s.Idle = q.idle.n
 	s.Running = q.nrRunning
 	s.Pending = q.nrInflight - q.nrRunning

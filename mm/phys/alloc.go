@@ -86,12 +86,12 @@ func (p *Pool) take(order int, mt MigrateType, ctx Context, l level) (uint32, bo
 	pg := &p.pages[i]
 	pg.order = uint8(order)
 	pg.mt = uint8(mt)
-	pg.refcount = 1
+	atomic.StoreInt32(&pg.refcount, 1)
 	if l == levelNone && p.nrFree < p.wm.Min {
 		// Handed out only because the caller may use the reserve. (A
 		// reserve attempt that finds memory back above min, freed since
 		// the caller's own attempt, gets an ordinary frame.)
-		pg.flags = uint32(PGPfmemalloc)
+		atomic.StoreUint32(&pg.flags, uint32(PGPfmemalloc))
 		p.stat.PfmemallocAllocs++
 		p.stat.NrPfmemalloc++
 	}
@@ -378,11 +378,16 @@ func (p *Pool) put(i uint32, order int) error {
 
 var errRefRaced = errors.New("refcount changed")
 
+// ErrExtraRefs is wrapped by SplitCompound's error when the page has
+// references besides its mappings and the caller's: someone else holds
+// it (reclaim, a lookup), and the split may work later (-EAGAIN).
+var ErrExtraRefs = errors.New("the page has other references")
+
 func (p *Pool) freeLast(i uint32, order int) error {
 	pg := &p.pages[i]
-	// Only the holder of the last reference touches the frame now (but
-	// for TryGet from an LRU walk, which the release hook settles), so
-	// its state can be checked before taking the lock.
+	// A page on its owner's LRU list is unlinked first, by the owner's
+	// hook; an LRU walk that took a reference meanwhile (TryGet) has
+	// unlinked it itself.
 	flags := pg.Flags()
 	if flags&PGLRU != 0 {
 		if release := p.hooks.Load().release; release != nil {
@@ -390,26 +395,22 @@ func (p *Pool) freeLast(i uint32, order int) error {
 			flags = pg.Flags()
 		}
 	}
-	if bad := flags & checkAtFree; bad != 0 {
-		return fmt.Errorf("phys: bad page state freeing %v: flags %v", p.pfn(i), bad)
-	}
-	if mc := pg.MapCount(); mc != 0 {
-		return fmt.Errorf("phys: bad page state freeing %v: still mapped %d times", p.pfn(i), mc)
-	}
-	if flags&PGHead != 0 {
-		if !p.largeCountsZero(i, order) {
-			return fmt.Errorf("phys: bad page state freeing %v: still mapped whole", p.pfn(i))
-		}
-		for k := uint32(1); k < 1<<order; k++ {
-			if mc := p.pages[i+k].MapCount(); mc != 0 {
-				return fmt.Errorf("phys: bad page state freeing %v: frame %d still mapped %d times", p.pfn(i), k, mc)
-			}
-		}
-	}
+	// Freeze the count (1 to 0) under the lock: from here no TryGet can
+	// take a reference, and one that took it before, even for a moment
+	// (a speculative lookup that locks the page to look at it), made the
+	// count 2 and we are not the last after all. Only then is the state
+	// judged: what such a lookup left is gone by the time it drops its
+	// reference.
 	p.mu.Lock()
-	if atomic.LoadInt32(&pg.refcount) != 1 {
+	if !atomic.CompareAndSwapInt32(&pg.refcount, 1, 0) {
 		p.mu.Unlock()
 		return errRefRaced
+	}
+	flags = pg.Flags()
+	if err := p.badFree(i, order, flags); err != nil {
+		atomic.StoreInt32(&pg.refcount, 1)
+		p.mu.Unlock()
+		return err
 	}
 	if flags&PGHead != 0 {
 		p.destroyCompound(i, order)
@@ -417,8 +418,7 @@ func (p *Pool) freeLast(i uint32, order int) error {
 	if flags&PGPfmemalloc != 0 {
 		p.stat.NrPfmemalloc--
 	}
-	pg.refcount = 0
-	pg.flags = 0
+	atomic.StoreUint32(&pg.flags, 0)
 	pg.Mapping, pg.Index, pg.Private = nil, 0, 0
 	if order == 0 {
 		p.pcpFree(i)
@@ -435,14 +435,38 @@ func (p *Pool) freeLast(i uint32, order int) error {
 	return nil
 }
 
+// badFree says why the block at i, whose last reference is going, must
+// not be freed (Linux's free_page_is_bad): still on a list, under I/O,
+// locked, or mapped.
+func (p *Pool) badFree(i uint32, order int, flags Flags) error {
+	pg := &p.pages[i]
+	if bad := flags & checkAtFree; bad != 0 {
+		return fmt.Errorf("phys: bad page state freeing %v: flags %v", p.pfn(i), bad)
+	}
+	if mc := pg.MapCount(); mc != 0 {
+		return fmt.Errorf("phys: bad page state freeing %v: still mapped %d times", p.pfn(i), mc)
+	}
+	if flags&PGHead != 0 {
+		if !p.largeCountsZero(i, order) {
+			return fmt.Errorf("phys: bad page state freeing %v: still mapped whole", p.pfn(i))
+		}
+		for k := uint32(1); k < 1<<order; k++ {
+			if mc := p.pages[i+k].MapCount(); mc != 0 {
+				return fmt.Errorf("phys: bad page state freeing %v: frame %d still mapped %d times", p.pfn(i), k, mc)
+			}
+		}
+	}
+	return nil
+}
+
 // prepCompound makes the block at i one compound page (Linux's
 // prep_compound_page). Called with p.mu held, so that Check sees the
 // compound page whole or not at all.
 func (p *Pool) prepCompound(i uint32, order int) {
-	p.pages[i].flags |= uint32(PGHead)
+	atomic.OrUint32(&p.pages[i].flags, uint32(PGHead))
 	for k := uint32(1); k < 1<<order; k++ {
 		t := &p.pages[i+k]
-		t.flags = uint32(PGTail)
+		atomic.StoreUint32(&t.flags, uint32(PGTail))
 		t.head = i + 1
 	}
 }
@@ -452,9 +476,9 @@ func (p *Pool) prepCompound(i uint32, order int) {
 func (p *Pool) destroyCompound(i uint32, order int) {
 	for k := uint32(1); k < 1<<order; k++ {
 		t := &p.pages[i+k]
-		t.flags = 0
+		atomic.StoreUint32(&t.flags, 0)
 		t.head = 0
-		t.refcount = 0
+		atomic.StoreInt32(&t.refcount, 0)
 		t.Mapping, t.Index, t.Private = nil, 0, 0
 	}
 }
@@ -551,7 +575,7 @@ func (p *Pool) SplitCompound(f PFN, refs int32) error {
 		return fmt.Errorf("phys: split %v: still mapped whole", head)
 	case refs < 1 || ref != maps+refs:
 		p.mu.Unlock()
-		return fmt.Errorf("phys: split %v: %d references, want %d for %d mappings and the caller's %d", head, ref, maps+refs, maps, refs)
+		return fmt.Errorf("phys: split %v: %d references, want %d for %d mappings and the caller's %d: %w", head, ref, maps+refs, maps, refs, ErrExtraRefs)
 	}
 	inherit := hp.Flags() &^ (PGHead | PGLRU | PGLocked)
 	locked := hp.Flags() & PGLocked

@@ -7,7 +7,7 @@ import "sync/atomic"
 // addFree puts the free block at frame index i on its list.
 func (p *Pool) addFree(i uint32, order int, mt MigrateType) {
 	pg := &p.pages[i]
-	pg.flags = uint32(PGBuddy)
+	atomic.StoreUint32(&pg.flags, uint32(PGBuddy))
 	pg.order = uint8(order)
 	pg.mt = uint8(mt)
 	p.pushFront(&p.free[order].lists[mt], i)
@@ -20,7 +20,7 @@ func (p *Pool) delFree(i uint32) {
 	pg := &p.pages[i]
 	p.unlink(&p.free[pg.order].lists[pg.mt], i)
 	p.free[pg.order].nr--
-	pg.flags = 0
+	atomic.StoreUint32(&pg.flags, 0)
 }
 
 // buddyOf returns the index of the buddy of the order-sized block at i,

@@ -101,8 +101,8 @@ func (c *checker) freeLists() {
 			name := fmt.Sprintf("free list order %d %v", o, mt)
 			c.walk(&p.free[o].lists[mt], name, func(i uint32) {
 				pg := &p.pages[i]
-				if Flags(pg.flags) != PGBuddy || int(pg.order) != o || MigrateType(pg.mt) != mt {
-					c.fail("%s: %v has flags %v order %d type %v", name, p.pfn(i), Flags(pg.flags), pg.order, MigrateType(pg.mt))
+				if pg.Flags() != PGBuddy || int(pg.order) != o || MigrateType(pg.mt) != mt {
+					c.fail("%s: %v has flags %v order %d type %v", name, p.pfn(i), pg.Flags(), pg.order, MigrateType(pg.mt))
 				}
 				if uint32(p.pfn(i))&(1<<o-1) != 0 {
 					c.fail("%s: %v is not aligned to its order", name, p.pfn(i))
@@ -131,7 +131,7 @@ func (c *checker) pageset() {
 	for mt := range NrMigrateTypes {
 		name := fmt.Sprintf("pageset %v", mt)
 		c.walk(&p.pcp.lists[mt], name, func(i uint32) {
-			if f := Flags(p.pages[i].flags); f != PGPCP {
+			if f := p.pages[i].Flags(); f != PGPCP {
 				c.fail("%s: %v has flags %v", name, p.pfn(i), f)
 			}
 			c.claim(i, 1, onPageset)

@@ -1,5 +1,7 @@
 package phys
 
+import "sync/atomic"
+
 // The pageset: single frames freed recently, kept off the buddy lists so
 // that the next order-0 allocation takes a cache-hot frame without a
 // split, and a stream of frees does not merge blocks only to split them
@@ -40,7 +42,7 @@ func (p *Pool) pcpTake(mt MigrateType) (uint32, bool) {
 			if !ok {
 				break
 			}
-			p.pages[i].flags = uint32(PGPCP)
+			atomic.StoreUint32(&p.pages[i].flags, uint32(PGPCP))
 			p.pushBack(l, i)
 			s.count++
 		}
@@ -59,7 +61,7 @@ func (p *Pool) pcpTake(mt MigrateType) (uint32, bool) {
 		}
 	}
 	i := p.popFront(l)
-	p.pages[i].flags = 0
+	atomic.StoreUint32(&p.pages[i].flags, 0)
 	s.count--
 	return i, true
 }
@@ -68,7 +70,7 @@ func (p *Pool) pcpTake(mt MigrateType) (uint32, bool) {
 // pageset has grown past high.
 func (p *Pool) pcpFree(i uint32) {
 	s := &p.pcp
-	p.pages[i].flags = uint32(PGPCP)
+	atomic.StoreUint32(&p.pages[i].flags, uint32(PGPCP))
 	p.pushFront(&s.lists[p.blockType(i)], i)
 	s.count++
 	if s.count >= s.high {
@@ -87,7 +89,7 @@ func (p *Pool) pcpDrain(n int) {
 			continue
 		}
 		i := p.popBack(l)
-		p.pages[i].flags = 0
+		atomic.StoreUint32(&p.pages[i].flags, 0)
 		s.count--
 		n--
 		p.freeOne(i, 0)

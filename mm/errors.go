@@ -19,6 +19,10 @@ var (
 	ErrNotMapped = errors.New("mm: range not fully mapped")
 	// ErrExited: the address space has exited.
 	ErrExited = errors.New("mm: address space has exited")
+	// ErrBusy: a huge page could not be split now, because a page-table
+	// lock of a space mapping it was taken or someone else holds a
+	// reference to it (EAGAIN from split_huge_page); it stays whole.
+	ErrBusy = errors.New("mm: page busy")
 )
 
 func errorf(format string, args ...any) error { return fmt.Errorf("mm: "+format, args...) }

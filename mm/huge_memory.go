@@ -1,6 +1,7 @@
 package mm
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -611,7 +612,7 @@ func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 	unlock, ok := m.lockMappers(head)
 	if !ok {
 		m.thp.splitPageFailed.Add(1)
-		return 0, errorf("split_huge_page: %v: a page-table lock is busy", head)
+		return 0, fmt.Errorf("mm: split_huge_page: %v: a page-table lock is taken: %w", head, ErrBusy)
 	}
 	// The page comes off its list for the split, and every frame that
 	// survives it goes on one (lru_add_split_folio), the caller's frame
@@ -624,6 +625,14 @@ func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 		hp.Clear(phys.PGLRU)
 	}
 	m.lru.mu.Unlock()
+	// Which frames survive is decided now: with every mapper's lock
+	// held no mapping of them can come or go, and the split frees the
+	// others at once, to be reused by any space (whose lock we do not
+	// hold) before the loop below runs.
+	var mapped [hugeNr]bool
+	for k := range mapped {
+		mapped[k] = m.pool.Page(head+phys.PFN(k)).MapCount() > 0
+	}
 	m.deferredMu.Lock()
 	err := m.pool.SplitCompound(pfn, 1)
 	if err == nil {
@@ -641,7 +650,7 @@ func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 			switch {
 			case f == pfn && onLRU:
 				m.lruLink(f, pg, false)
-			case f == pfn || pg.MapCount() == 0:
+			case f == pfn || !mapped[f-head]:
 			case list != nil:
 				m.pool.Get(f) // mapped, so it has references
 				*list = append(*list, f)
@@ -655,6 +664,9 @@ func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 	unlock()
 	if err != nil {
 		m.thp.splitPageFailed.Add(1)
+		if errors.Is(err, phys.ErrExtraRefs) {
+			err = fmt.Errorf("mm: split_huge_page: %w (%w)", ErrBusy, err)
+		}
 		return 0, err
 	}
 	m.thp.splitPage.Add(1)

@@ -916,6 +916,11 @@ func (r *runner) split(s *space) error {
 		return nil
 	}
 	release()
+	if errors.Is(err, mm.ErrBusy) {
+		// kswapd has it, or one of its mappers' page tables, right now.
+		r.refused(err)
+		return nil
+	}
 	return fmt.Errorf("split of %v: %w", pfn, err)
 }
 

@@ -66,7 +66,7 @@ func TestModelOverNBD(t *testing.T) {
 							}
 						}
 						require.NoError(t, err)
-						st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: nbdModelSteps, ViewEvery: 4, Fill: true, OwnPool: true,
+						st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: nbdModelSteps, ViewEvery: 4, Fill: modelFill(seed), OwnPool: true,
 							SwapErrors: tc.filters != nil})
 						require.NoError(t, err, "seed %d", seed)
 						finish(t, mgr, pool)

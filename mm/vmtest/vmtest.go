@@ -51,10 +51,10 @@ type Config struct {
 	// OwnPool says that the Manager is the pool's only user: every check
 	// then also accounts for every frame (mm.Manager.CheckFrames).
 	OwnPool bool
-	// Fill makes a quarter of the writes fills: a few bytes into each
-	// page of a run of up to 128, which builds the working set up beyond a
-	// small pool, so that reclaim runs all the time.
-	Fill bool
+	// Fill, when not 0, makes one write in Fill a fill: a few bytes into
+	// each page of a run of up to 128, which builds the working set up
+	// beyond a small pool, so that reclaim runs all the time.
+	Fill int
 	// SwapErrors says that the swap device may fail reads: an access may
 	// then stop with a SwapError fault (SIGBUS) at a page the model says
 	// it may access, having done what came before; nothing else changes.
@@ -579,7 +579,7 @@ func checkFault(err error, addr uint32, reason mm.FaultReason, ok bool) error {
 }
 
 func (r *runner) write(s *space) error {
-	if r.cfg.Fill && r.src.Intn(4) == 0 {
+	if r.cfg.Fill > 0 && r.src.Intn(r.cfg.Fill) == 0 {
 		return r.fill(s)
 	}
 	addr, n := r.span(s)

@@ -51,6 +51,7 @@ func TestModelOverNBD(t *testing.T) {
 						t.Parallel()
 						srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20,
 							Filters: tc.filters, Params: tc.params})
+						fill, fillPages := modelFill(seed)
 						pool, err := phys.New(phys.Config{Mem: make([]byte, modelPoolKiB(seed)<<10), Base: 0x80000000})
 						require.NoError(t, err)
 						mgr, err := mm.New(mm.Config{Pool: pool, VerifyZeroed: true})
@@ -66,7 +67,7 @@ func TestModelOverNBD(t *testing.T) {
 							}
 						}
 						require.NoError(t, err)
-						st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: nbdModelSteps, ViewEvery: 4, Fill: modelFill(seed), OwnPool: true,
+						st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: nbdModelSteps, ViewEvery: 4, Fill: fill, FillPages: fillPages, OwnPool: true,
 							SwapErrors: tc.filters != nil})
 						require.NoError(t, err, "seed %d", seed)
 						finish(t, mgr, pool)

@@ -52,9 +52,10 @@ type Config struct {
 	// then also accounts for every frame (mm.Manager.CheckFrames).
 	OwnPool bool
 	// Fill, when not 0, makes one write in Fill a fill: a few bytes into
-	// each page of a run of up to 128, which builds the working set up
-	// beyond a small pool, so that reclaim runs all the time.
-	Fill int
+	// each page of a run of up to FillPages (default 128), which builds
+	// the working set up beyond a small pool, so that reclaim runs all
+	// the time.
+	Fill, FillPages int
 	// SwapErrors says that the swap device may fail reads: an access may
 	// then stop with a SwapError fault (SIGBUS) at a page the model says
 	// it may access, having done what came before; nothing else changes.
@@ -144,6 +145,9 @@ func Run(mgr *mm.Manager, src Source, cfg Config) (Stats, error) {
 	}
 	if cfg.ViewEvery <= 0 {
 		cfg.ViewEvery = 1
+	}
+	if cfg.FillPages <= 0 {
+		cfg.FillPages = 128
 	}
 	r := &runner{mgr: mgr, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
@@ -622,7 +626,7 @@ func (r *runner) write(s *space) error {
 // the working set up beyond the pool so that reclaim has work.
 func (r *runner) fill(s *space) error {
 	addr := r.addr()
-	for i, n := 0, 1+r.src.Intn(128); i < n && addr < pgtable.WindowEnd; i, addr = i+1, addr+pageSize {
+	for i, n := 0, 1+r.src.Intn(r.cfg.FillPages); i < n && addr < pgtable.WindowEnd; i, addr = i+1, addr+pageSize {
 		p := s.pages[addr]
 		if p == nil || p.prot&mm.ProtWrite == 0 {
 			continue

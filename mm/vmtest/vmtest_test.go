@@ -59,7 +59,8 @@ func TestModel(t *testing.T) {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
 				mgr, pool := newManager(t, modelPoolKiB(seed), 16)
-				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views, Fill: modelFill(seed), OwnPool: true})
+				fill, fillPages := modelFill(seed)
+				st, err := Run(mgr, rand.New(rand.NewSource(seed)), Config{Steps: per, ViewEvery: views, Fill: fill, FillPages: fillPages, OwnPool: true})
 				require.NoError(t, err, "seed %d", seed)
 				finish(t, mgr, pool)
 				mu.Lock()
@@ -123,17 +124,17 @@ func modelPoolKiB(seed int64) int {
 	if seed%4 == 0 {
 		return 3 << 10 // room for huge pages: a section needs 1 MiB free in one block
 	}
-	return 512 + 256*int(seed%4)
+	return 512 + 128*int(seed%4)
 }
 
-// modelFill is how often a stream's writes are fills (Config.Fill): the
-// streams with room for huge pages fill more, to keep their working set
-// beyond their pool too.
-func modelFill(seed int64) int {
+// modelFill is how often a stream's writes are fills, and how long a fill
+// runs at most (Config.Fill, FillPages): the streams with room for huge
+// pages fill more, to keep their working set beyond their pool too.
+func modelFill(seed int64) (every, pages int) {
 	if seed%4 == 0 {
-		return 2
+		return 2, 384
 	}
-	return 4
+	return 4, 128
 }
 
 // shortModelSteps is long enough for every operation to meet every other

@@ -18,10 +18,6 @@ import (
 	"yolk/qemu/nbdserver"
 )
 
-// nbdModelSteps is each stream's length over NBD: every step may swap
-// over loopback TCP, so fewer than the RAM device's.
-const nbdModelSteps = 3000
-
 // TestModelOverNBD is the pressure run with swap on a real NBD server:
 // nbdkit's memory plugin, and the same behind nbdkit's error filter
 // failing 2% of reads and of writes. Every byte read must equal the

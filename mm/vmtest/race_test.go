@@ -8,3 +8,7 @@ const modelSteps = 1 << 15
 
 // Per space in TestConcurrentModel: the race detector is what it is for.
 const concurrentSteps = 4000
+
+// Per stream in TestModelOverNBD: fewer than the RAM device's steps, since
+// the race detector slows every loopback round trip.
+const nbdModelSteps = 1000

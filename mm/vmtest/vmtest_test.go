@@ -43,11 +43,11 @@ func finish(t testing.TB, mgr *mm.Manager, pool *phys.Pool) {
 // model, by mm.Check, and through the MMU's and smaps' views (views.go).
 // modelSteps is 1<<20 in a normal build and less under the race detector
 // (see race_test.go), with mm.Check after every step and the views after
-// every fourth; -short runs shortModelSteps with both after every step,
+// every eighth; -short runs shortModelSteps with both after every step,
 // for make mutants.
 func TestModel(t *testing.T) {
 	const streams = 128
-	steps, views := modelSteps, 4
+	steps, views := modelSteps, 8
 	if testing.Short() {
 		steps, views = shortModelSteps, 1
 	}

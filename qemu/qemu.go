@@ -92,19 +92,7 @@ type Run struct {
 // Find returns the first result line of an event whose fields include all
 // the given key/value pairs.
 func (r *Run) Find(event string, kv ...string) (result.Line, bool) {
-next:
-	for _, l := range r.Results {
-		if l.Event != event {
-			continue
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if l.Value(kv[i]) != kv[i+1] {
-				continue next
-			}
-		}
-		return l, true
-	}
-	return result.Line{}, false
+	return result.Find(r.Results, event, kv...)
 }
 
 // Tail returns the last n console lines, for error messages.

@@ -41,19 +41,7 @@ func results(out string) []result.Line {
 }
 
 func find(ls []result.Line, event string, kv ...string) (result.Line, bool) {
-next:
-	for _, l := range ls {
-		if l.Event != event {
-			continue
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if l.Value(kv[i]) != kv[i+1] {
-				continue next
-			}
-		}
-		return l, true
-	}
-	return result.Line{}, false
+	return result.Find(ls, event, kv...)
 }
 
 func uintField(t *testing.T, l result.Line, key string) uint64 {

@@ -179,3 +179,21 @@ func Parse(s string) (Line, error) {
 		l.Fields = append(l.Fields, Field{Key: key, Value: val})
 	}
 }
+
+// Find returns the first of lines that is an event's and whose fields
+// include all the given key/value pairs.
+func Find(lines []Line, event string, kv ...string) (Line, bool) {
+next:
+	for _, l := range lines {
+		if l.Event != event {
+			continue
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if l.Value(kv[i]) != kv[i+1] {
+				continue next
+			}
+		}
+		return l, true
+	}
+	return Line{}, false
+}

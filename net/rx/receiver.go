@@ -1,0 +1,348 @@
+package rx
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"yolk/mm/phys"
+)
+
+// Mode is where the decision to drop a frame is taken.
+type Mode uint8
+
+const (
+	// ClassifyFirst (yolk's way) reads the headers in the ring buffer,
+	// decides whether the frame is for a memalloc socket, and charges it
+	// in that socket's context; a frame that cannot be charged is dropped
+	// before anything is copied or allocated.
+	ClassifyFirst Mode = iota
+	// AllocThenDrop is Linux's (since 3.6): every frame is charged as if
+	// it might be critical, reserve included, copied into a packet, and
+	// only then dropped if its memory came from the reserve and it is not
+	// for a memalloc socket (sk_filter_trim_cap's skb_pfmemalloc check).
+	AllocThenDrop
+)
+
+func (m Mode) String() string {
+	if m == AllocThenDrop {
+		return "alloc-then-drop"
+	}
+	return "classify-first"
+}
+
+// Config configures a Receiver.
+type Config struct {
+	// Pool is the pool receive memory is charged to. Nil charges nothing:
+	// frames are delivered on the Go heap alone, as before yolk owned the
+	// ring (counted as uncharged).
+	Pool *phys.Pool
+	Mode Mode
+	// ReserveFrames bounds the frames below min the network may hold at
+	// once (default DefaultReserveFrames).
+	ReserveFrames int
+	// Addr is the interface's IPv4 address: ARP for it is critical.
+	Addr netip.Addr
+	// ARPPerSecond bounds the ARP frames a second treated as critical
+	// (default 10, burst as large); the rest are charged as ordinary.
+	ARPPerSecond int
+	// Registry is the memalloc socket set (default: a new, empty one).
+	Registry *Registry
+}
+
+// DefaultReserveFrames is the default bound on the reserve the network may
+// hold: 64 frames, 256 KiB, room for 128 full-size segments in flight on
+// memalloc connections. The swap writer keeps at most 64 requests in
+// flight, each answered by one small reply.
+const DefaultReserveFrames = 64
+
+// MemallocWindow is the TCP receive buffer a memalloc connection may have
+// for the default bound. A connection's out-of-order queue can hold a
+// whole window; if the window's segments could fill the reserve, the one
+// segment that lets them be read (the retransmission of the gap) would
+// find the reserve full and be dropped, every time. 64 KiB of gVisor's
+// receive buffer (which counts each segment's overhead too) is at most 44
+// full-size segments, 22 frames: two connections and ARP fit in 64.
+const MemallocWindow = 64 << 10
+
+// Inbound is where delivered packets go: the link endpoint's dispatcher
+// (channel.Endpoint.InjectInbound, or Endpoint's).
+type Inbound interface {
+	InjectInbound(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)
+}
+
+// Receiver classifies, charges and delivers received frames. Its methods
+// are safe for concurrent use; Receive is called by one ring drainer at a
+// time.
+type Receiver struct {
+	link Inbound
+	reg  *Registry
+	now  func() time.Time
+
+	mu     sync.Mutex // the charger, the held list, the counters, cfg.Pool, cfg.Mode
+	cfg    Config
+	c      charger
+	held   []*heldCharge // packets released by the stack whose memory it still holds
+	stats  Stats
+	arpTok float64
+	arpAt  time.Time
+}
+
+// heldCharge is a charge whose packet gVisor released while a clone of it
+// lives on (TCP's receive and out-of-order queues hold a clone of every
+// segment: newIncomingSegment). Its chunk is watched through our own view
+// of it until we hold the last reference.
+type heldCharge struct {
+	ch   *charge
+	view *buffer.View
+}
+
+// New returns a Receiver delivering to link.
+func New(cfg Config, link Inbound) *Receiver {
+	if cfg.ReserveFrames <= 0 {
+		cfg.ReserveFrames = DefaultReserveFrames
+	}
+	if cfg.ARPPerSecond <= 0 {
+		cfg.ARPPerSecond = 10
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = new(Registry)
+	}
+	r := &Receiver{link: link, reg: cfg.Registry, now: time.Now, cfg: cfg}
+	r.c = charger{pool: cfg.Pool, bound: cfg.ReserveFrames, accts: map[Tuple]*account{}, other: account{other: true}}
+	r.arpTok = float64(cfg.ARPPerSecond)
+	return r
+}
+
+// Registry is the memalloc socket set the receiver consults.
+func (r *Receiver) Registry() *Registry { return r.reg }
+
+// SetPool charges receive memory to p from now on (nil: to nothing).
+// Charges taken before stay with the pool they came from.
+func (r *Receiver) SetPool(p *phys.Pool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.Pool, r.c.pool = p, p
+}
+
+// SetMode changes where frames are dropped.
+func (r *Receiver) SetMode(m Mode) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.Mode = m
+}
+
+// SetReserveFrames changes the bound on the reserve the network holds.
+func (r *Receiver) SetReserveFrames(n int) {
+	if n <= 0 {
+		n = DefaultReserveFrames
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.ReserveFrames, r.c.bound = n, n
+}
+
+// Receive handles one frame (without its frame check sequence) in a ring
+// buffer. It does not keep frame: on return the buffer may go back to the
+// hardware.
+func (r *Receiver) Receive(frame []byte) {
+	f, perr := Parse(frame)
+
+	r.mu.Lock()
+	r.stats.Frames++
+	memalloc := perr == nil && r.critical(&f)
+	cl := classOrdinary
+	if memalloc || r.cfg.Mode == AllocThenDrop {
+		cl = classMemalloc
+	}
+	if perr != nil && r.cfg.Mode == ClassifyFirst {
+		r.drop(DropMalformed, false)
+		r.mu.Unlock()
+		return
+	}
+	var ch *charge
+	if r.c.pool != nil {
+		a := r.c.account(&f, memalloc)
+		var cerr chargeError
+		if ch, cerr = r.c.take(cl, a); cerr != chargeOK {
+			if cerr == chargeReserveBound {
+				r.drop(DropReserveBound, false)
+			} else {
+				r.drop(DropWatermark, false)
+			}
+			r.forgetIfIdle(a)
+			r.mu.Unlock()
+			return
+		}
+	} else {
+		r.stats.Uncharged++
+	}
+	r.mu.Unlock()
+
+	// The copy: from here on the frame has memory of its own.
+	pkt := r.packet(frame, &f, ch)
+
+	if r.cfg.Mode == AllocThenDrop {
+		// Linux's order: the packet exists, then the socket layer looks.
+		reason := dropNone
+		switch {
+		case perr != nil:
+			reason = DropMalformed
+		case ch != nil && ch.page.pfmem && !memalloc:
+			reason = DropPfmemalloc
+		}
+		if reason != dropNone {
+			r.mu.Lock()
+			r.drop(reason, true)
+			r.mu.Unlock()
+			pkt.DecRef() // uncharges
+			return
+		}
+	}
+
+	r.mu.Lock()
+	r.stats.Delivered++
+	if ch != nil && ch.page.pfmem {
+		r.stats.PfmemallocAdmits++
+	}
+	if memalloc {
+		r.stats.MemallocFrames++
+	}
+	r.mu.Unlock()
+
+	r.link.InjectInbound(tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(frame[12:14])), pkt)
+	pkt.DecRef()
+}
+
+// packet copies frame into a packet for the stack. A TCP or UDP payload
+// gets a view (and a chunk) of its own, and hold is a second view of it:
+// the headers are pulled up and parsed in their own view, which the
+// stack may rewrite or copy at will, while the payload's chunk is only
+// ever shared, by the clones transport queues keep, so its reference
+// count says when the stack has let go of the payload. (A view shared
+// while its headers are pulled up would be copied by gVisor, on write.)
+//
+// The packet's release runs released, which returns ch when the stack no
+// longer holds the payload; with no charge there is nothing to watch.
+func (r *Receiver) packet(frame []byte, f *Frame, ch *charge) *stack.PacketBuffer {
+	opts := stack.PacketBufferOptions{ReserveHeaderBytes: etherHeaderLen}
+	if f.Data > 0 && f.End > f.Data {
+		opts.Payload = buffer.MakeWithView(buffer.NewViewWithData(frame[etherHeaderLen:f.Data]))
+		data := buffer.NewViewWithData(frame[f.Data:f.End])
+		if ch != nil {
+			hold := data.Clone()
+			opts.OnRelease = func() { r.released(ch, hold) }
+		}
+		tail := buffer.MakeWithView(data)
+		opts.Payload.Merge(&tail) // moves the view: no copy, unlike Append
+	} else {
+		opts.Payload = buffer.MakeWithData(frame[min(etherHeaderLen, len(frame)):])
+		if ch != nil {
+			opts.OnRelease = func() { r.released(ch, nil) }
+		}
+	}
+	pkt := stack.NewPacketBuffer(opts)
+	copy(pkt.LinkHeader().Push(etherHeaderLen), frame[:min(etherHeaderLen, len(frame))])
+	return pkt
+}
+
+// critical reports whether f may be charged below min. Called with r.mu
+// held.
+func (r *Receiver) critical(f *Frame) bool {
+	switch f.Kind {
+	case KindTCP:
+		return r.reg.Memalloc(f)
+	case KindARP:
+		if f.ARPTarget != r.cfg.Addr || !r.cfg.Addr.IsValid() {
+			return false
+		}
+		// A token bucket: ARP for us is critical (without it the server's
+		// replies cannot be routed back) but a flood of it is not.
+		now := r.now()
+		if !r.arpAt.IsZero() {
+			r.arpTok = min(float64(r.cfg.ARPPerSecond), r.arpTok+now.Sub(r.arpAt).Seconds()*float64(r.cfg.ARPPerSecond))
+		}
+		r.arpAt = now
+		if r.arpTok < 1 {
+			r.stats.ARPRateLimited++
+			return false
+		}
+		r.arpTok--
+		return true
+	}
+	return false
+}
+
+func (r *Receiver) drop(reason DropReason, allocated bool) {
+	r.stats.Drops[reason]++
+	if allocated {
+		r.stats.AllocatedThenDropped++
+	}
+}
+
+func (r *Receiver) forgetIfIdle(a *account) {
+	if a.slots == 0 && !a.other {
+		delete(r.c.accts, a.tuple)
+	}
+}
+
+// released runs when gVisor frees the packet Receive delivered.
+func (r *Receiver) released(ch *charge, hold *buffer.View) {
+	if hold != nil && chunkRefs(hold) > 1 {
+		// A clone lives on in a TCP queue.
+		r.mu.Lock()
+		r.held = append(r.held, &heldCharge{ch: ch, view: hold})
+		r.mu.Unlock()
+		return
+	}
+	if hold != nil {
+		hold.Release()
+	}
+	r.mu.Lock()
+	r.c.release(ch)
+	r.mu.Unlock()
+}
+
+// Sweep uncharges the frames whose memory the stack has let go of since it
+// released their packets, and reports how many charges it still holds
+// that way. The ring drainer calls it on each interrupt, and Start's
+// sweeper while any are held.
+func (r *Receiver) Sweep() (held int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keep := r.held[:0]
+	for _, h := range r.held {
+		if chunkRefs(h.view) > 1 {
+			keep = append(keep, h)
+			continue
+		}
+		h.view.Release()
+		r.c.release(h.ch)
+	}
+	clear(r.held[len(keep):])
+	r.held = keep
+	return len(keep)
+}
+
+// StartSweeper runs Sweep every period while charges are held by the
+// stack, until stop is closed: a connection whose application reads its
+// data long after the last frame arrived must still get its charge back.
+func (r *Receiver) StartSweeper(period time.Duration, stop <-chan struct{}) {
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				r.Sweep()
+			}
+		}
+	}()
+}

@@ -56,6 +56,16 @@ type Config struct {
 	// NoStructuredReplies: do not ask for NBD_OPT_STRUCTURED_REPLY, so the
 	// server uses simple replies.
 	NoStructuredReplies bool
+
+	// Memalloc, when set, marks each connection the client makes as a
+	// memalloc socket (Linux's sk_set_memalloc, which the NBD and NFS
+	// swap paths call): its received frames may be charged to the
+	// reserve, because swap writes complete only when its replies arrive.
+	// It is called right after each dial, before the handshake, and the
+	// function it returns when that connection is closed. A client that
+	// backs swap over the network needs it; net/rx's Registry.RegisterConn
+	// is one.
+	Memalloc func(net.Conn) (unmark func(), err error)
 }
 
 func (cfg Config) withDefaults() (Config, error) {
@@ -316,6 +326,14 @@ func (c *Client) connect(ctx context.Context) (net.Conn, handshakeResult, error)
 	nc, err := c.cfg.Dial(ctx)
 	if err != nil {
 		return nil, handshakeResult{}, err
+	}
+	if c.cfg.Memalloc != nil {
+		unmark, err := c.cfg.Memalloc(nc)
+		if err != nil {
+			nc.Close()
+			return nil, handshakeResult{}, fmt.Errorf("marking the connection memalloc: %w", err)
+		}
+		nc = &memallocConn{Conn: nc, unmark: unmark}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
@@ -696,4 +714,16 @@ func (b *barrier) drain() {
 		b.testWait()
 	}
 	<-ch
+}
+
+// memallocConn is a connection marked memalloc: closing it unmarks it.
+type memallocConn struct {
+	net.Conn
+	once   sync.Once
+	unmark func()
+}
+
+func (m *memallocConn) Close() error {
+	m.once.Do(m.unmark)
+	return m.Conn.Close()
 }

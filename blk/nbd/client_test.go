@@ -948,3 +948,43 @@ func ExampleDial() {
 		fmt.Println("the server is slow")
 	}
 }
+
+// A client that backs swap marks every connection it makes memalloc, and
+// unmarks it when the connection goes, reconnects included.
+func TestScriptedMemallocMarksEachConnection(t *testing.T) {
+	f, cfg := startFarm(t, srvOpts{structured: true}, nil)
+	var mu sync.Mutex
+	marked := map[net.Conn]bool{}
+	var marks int
+	cfg.Memalloc = func(c net.Conn) (func(), error) {
+		mu.Lock()
+		defer mu.Unlock()
+		marked[c] = true
+		marks++
+		return func() {
+			mu.Lock()
+			defer mu.Unlock()
+			require.True(t, marked[c], "unmarked once")
+			delete(marked, c)
+		}, nil
+	}
+	live := func() int { mu.Lock(); defer mu.Unlock(); return len(marked) }
+	c, err := Dial(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, live())
+	require.NoError(t, c.ReadAt(make([]byte, 512), 0))
+
+	f.conn(0).c.Close() // lost: the client reconnects on the next request
+	require.NoError(t, c.ReadAt(make([]byte, 512), 0))
+	require.Eventually(t, func() bool { return live() == 1 }, 5*time.Second, 10*time.Millisecond, "the lost connection is unmarked, the new one marked")
+	mu.Lock()
+	assert.Equal(t, 2, marks)
+	mu.Unlock()
+	require.NoError(t, c.Close())
+	assert.Zero(t, live(), "closing the device unmarks its connections")
+
+	// A connection that cannot be marked is not used.
+	cfg.Memalloc = func(net.Conn) (func(), error) { return nil, errors.New("not TCP") }
+	_, err = Dial(context.Background(), cfg)
+	assert.ErrorContains(t, err, "marking the connection memalloc: not TCP")
+}

@@ -10,10 +10,12 @@ import (
 
 // Services names the host services a scenario's parameters can point at
 // (cmdline.Spec.Service) and how the harness starts each: a TCP echo
-// server, an NBD server.
+// server, an NBD server, a flood server (unrelated TCP and UDP traffic for
+// the receive-path scenarios).
 const (
-	ServiceEcho = "echo"
-	ServiceNBD  = "nbd"
+	ServiceEcho  = "echo"
+	ServiceNBD   = "nbd"
+	ServiceFlood = "flood"
 )
 
 // PlanServices decides what a run needs on the host. words are the
@@ -52,6 +54,8 @@ func PlanServices(words []string, specs []cmdline.Spec, nbd nbdserver.Config) (s
 			services = append(services, &EchoServer{})
 		case ServiceNBD:
 			services = append(services, &NBDServer{Config: nbd})
+		case ServiceFlood:
+			services = append(services, &FloodServer{})
 		default:
 			continue
 		}

@@ -106,9 +106,16 @@ func main() {
 		out.Emit(result.New("net", "up", false, "err", err.Error()))
 	} else {
 		env.Net = iface
-		out.Emit(result.New("net", "up", true, "ip", iface.Config.Prefix(), "gw", iface.Config.Gateway, "irq", "rxf"))
+		env.Rx = iface.Receiver()
+		if env.Phys != nil {
+			// Receive memory is on the pool's books from the first frame.
+			env.Rx.SetPool(env.Phys)
+		}
+		out.Emit(result.New("net", "up", true, "ip", iface.Config.Prefix(), "gw", iface.Config.Gateway, "irq", "rxf",
+			"rx_ring", iface.RingSize(), "rx_charged", env.Phys != nil))
 	}
 	out.Emit(result.New("ready", "init_ms", time.Since(boot).Milliseconds()))
+	env.Halt = func(code int) { exit(out, "", code, nil) }
 
 	exit(out, "", scenario.Run(env), nil)
 }

@@ -73,6 +73,7 @@ type charger struct {
 	bound   int // reserve frames the network may hold
 	partial [nrClasses][]*netPage
 	pages   int // frames held
+	byPool  map[*phys.Pool]int
 	slots   int
 	reserve int // reserve (pfmemalloc) frames held
 	peak    int // most reserve frames ever held
@@ -148,6 +149,7 @@ func (c *charger) newPage(cl chargeClass) (*netPage, chargeError) {
 	}
 	pg := &netPage{pool: c.pool, pfn: f, class: cl, pfmem: c.pool.Page(f).Flags()&phys.PGPfmemalloc != 0}
 	c.pages++
+	c.byPool[c.pool]++
 	c.pagePk = max(c.pagePk, c.pages)
 	if pg.pfmem {
 		c.reserve++
@@ -176,6 +178,9 @@ func (c *charger) release(ch *charge) {
 	}
 	c.removePartial(pg)
 	c.pages--
+	if c.byPool[pg.pool]--; c.byPool[pg.pool] == 0 {
+		delete(c.byPool, pg.pool)
+	}
 	if pg.pfmem {
 		c.reserve--
 	}

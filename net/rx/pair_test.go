@@ -182,8 +182,8 @@ func (p *pair) wire(frame []byte, status uint32) {
 	p.ring.Drain()
 }
 
-// settle waits until the stack has let go of every charged frame it can,
-// and returns the stats then.
+// settle sweeps until want holds of the stats (or 5 s pass) and returns
+// the stats it judged.
 func (p *pair) settle(t *testing.T, want func(Stats) bool) Stats {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

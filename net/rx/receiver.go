@@ -88,6 +88,7 @@ type Receiver struct {
 	cfg    Config
 	c      charger
 	held   []*heldCharge // packets released by the stack whose memory it still holds
+	heldCh chan struct{} // signalled when held becomes non-empty (for the sweeper)
 	stats  Stats
 	arpTok float64
 	arpAt  time.Time
@@ -113,8 +114,8 @@ func New(cfg Config, link Inbound) *Receiver {
 	if cfg.Registry == nil {
 		cfg.Registry = new(Registry)
 	}
-	r := &Receiver{link: link, reg: cfg.Registry, now: time.Now, cfg: cfg}
-	r.c = charger{pool: cfg.Pool, bound: cfg.ReserveFrames, accts: map[Tuple]*account{}, other: account{other: true}}
+	r := &Receiver{link: link, reg: cfg.Registry, now: time.Now, cfg: cfg, heldCh: make(chan struct{}, 1)}
+	r.c = charger{pool: cfg.Pool, bound: cfg.ReserveFrames, accts: map[Tuple]*account{}, other: account{other: true}, byPool: map[*phys.Pool]int{}}
 	r.arpTok = float64(cfg.ARPPerSecond)
 	return r
 }
@@ -128,6 +129,28 @@ func (r *Receiver) SetPool(p *phys.Pool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cfg.Pool, r.c.pool = p, p
+}
+
+// Pool is the pool receive memory is charged to now.
+func (r *Receiver) Pool() *phys.Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg.Pool
+}
+
+// ChargedIn is the number of p's frames the receive path holds now.
+func (r *Receiver) ChargedIn(p *phys.Pool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.c.byPool[p]
+}
+
+// ResetPeaks starts the peak figures (charged and reserve frames) again
+// from what is held now, for a run that wants its own.
+func (r *Receiver) ResetPeaks() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.c.peak, r.c.pagePk = r.c.reserve, r.c.pages
 }
 
 // SetMode changes where frames are dropped.
@@ -174,6 +197,9 @@ func (r *Receiver) Receive(frame []byte) {
 				r.drop(DropReserveBound, false)
 			} else {
 				r.drop(DropWatermark, false)
+			}
+			if memalloc {
+				r.stats.MemallocDrops++
 			}
 			r.forgetIfIdle(a)
 			r.mu.Unlock()
@@ -297,6 +323,12 @@ func (r *Receiver) released(ch *charge, hold *buffer.View) {
 		// A clone lives on in a TCP queue.
 		r.mu.Lock()
 		r.held = append(r.held, &heldCharge{ch: ch, view: hold})
+		if len(r.held) == 1 {
+			select {
+			case r.heldCh <- struct{}{}:
+			default:
+			}
+		}
 		r.mu.Unlock()
 		return
 	}
@@ -329,19 +361,24 @@ func (r *Receiver) Sweep() (held int) {
 	return len(keep)
 }
 
-// StartSweeper runs Sweep every period while charges are held by the
-// stack, until stop is closed: a connection whose application reads its
-// data long after the last frame arrived must still get its charge back.
+// StartSweeper runs Sweep every period while the stack holds charged
+// memory, until stop is closed (nil: never): a connection whose
+// application reads its data long after the last frame arrived must still
+// get its charge back. With nothing held it sleeps until something is.
 func (r *Receiver) StartSweeper(period time.Duration, stop <-chan struct{}) {
 	go func() {
-		t := time.NewTicker(period)
-		defer t.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-t.C:
-				r.Sweep()
+			case <-r.heldCh:
+			}
+			for held := 1; held > 0; held = r.Sweep() {
+				select {
+				case <-stop:
+					return
+				case <-time.After(period):
+				}
 			}
 		}
 	}()

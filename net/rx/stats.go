@@ -25,13 +25,15 @@ const (
 	// DropPfmemalloc: (AllocThenDrop) a frame charged to the reserve that
 	// is not for a memalloc socket, dropped after its copy.
 	DropPfmemalloc
-	nrDropReasons
+	// NrDropReasons bounds the reasons (Stats.Drops is indexed by them;
+	// its element 0 is unused).
+	NrDropReasons
 )
 
-var dropNames = [nrDropReasons]string{"", "malformed", "ring_error", "watermark", "reserve_bound", "pfmemalloc"}
+var dropNames = [NrDropReasons]string{"", "malformed", "ring_error", "watermark", "reserve_bound", "pfmemalloc"}
 
 func (d DropReason) String() string {
-	if d < nrDropReasons {
+	if d < NrDropReasons {
 		return dropNames[d]
 	}
 	return fmt.Sprintf("drop(%d)", uint8(d))
@@ -42,12 +44,13 @@ func (d DropReason) String() string {
 type Stats struct {
 	Frames    uint64 // frames handed to Receive
 	Delivered uint64 // handed to the stack
-	Drops     [nrDropReasons]uint64
+	Drops     [NrDropReasons]uint64
 	// AllocatedThenDropped counts drops that came after the copy
 	// (AllocThenDrop's); ClassifyFirst keeps it at zero.
 	AllocatedThenDropped uint64
 	PfmemallocAdmits     uint64 // delivered on reserve frames (Linux's PFMEMALLOC skbs)
 	MemallocFrames       uint64 // delivered for memalloc sockets
+	MemallocDrops        uint64 // frames for memalloc sockets dropped (at the reserve bound)
 	ARPRateLimited       uint64 // ARP for us past the rate, charged as ordinary
 	Uncharged            uint64 // delivered with no pool to charge
 
@@ -135,7 +138,7 @@ func (r *Receiver) WriteProc(w io.Writer) error {
 		{"RxDelivered", s.Delivered},
 		{"RxDropped", s.Dropped()},
 	}
-	for d := DropReason(1); d < nrDropReasons; d++ {
+	for d := DropReason(1); d < NrDropReasons; d++ {
 		lines = append(lines, struct {
 			name string
 			v    uint64
@@ -148,6 +151,7 @@ func (r *Receiver) WriteProc(w io.Writer) error {
 		{"AllocatedThenDropped", s.AllocatedThenDropped},
 		{"PfmemallocAdmits", s.PfmemallocAdmits},
 		{"MemallocFrames", s.MemallocFrames},
+		{"MemallocDrops", s.MemallocDrops},
 		{"ARPRateLimited", s.ARPRateLimited},
 		{"Uncharged", s.Uncharged},
 		{"MemallocSocks", uint64(s.MemallocSocks)},
@@ -194,7 +198,7 @@ func (s Stats) StatKV() []any {
 		"rx_frames", s.Frames, "rx_drop", s.Dropped(),
 		"rx_drop_wmark", s.Drops[DropWatermark], "rx_drop_bound", s.Drops[DropReserveBound],
 		"rx_drop_pfmem", s.Drops[DropPfmemalloc], "rx_alloc_drop", s.AllocatedThenDropped,
-		"rx_pfmem", s.PfmemallocAdmits, "rx_memalloc_socks", s.MemallocSocks,
+		"rx_pfmem", s.PfmemallocAdmits, "rx_memalloc_socks", s.MemallocSocks, "rx_memalloc_drop", s.MemallocDrops,
 		"rx_charged", s.Charged, "rx_reserve", s.Reserve, "rx_reserve_peak", s.ReservePeak,
 	}
 }

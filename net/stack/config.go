@@ -1,5 +1,5 @@
 // Package stack brings up yolk's TCP/IP stack: gVisor's netstack, attached
-// on the image to an i.MX6 ENET controller through imx-enet.
+// on the image to an i.MX6 ENET controller.
 //
 // Addressing is static. The defaults suit QEMU user networking, whose
 // virtual LAN is 10.0.2.0/24 with the gateway (and the host's loopback) at
@@ -7,6 +7,27 @@
 // would have given it. Boot parameters ip=, netmask=, gw= and mac=
 // override them for a real network; ip=off, as on Linux, leaves the
 // network down.
+//
+// yolk owns the receive ring: 64 legacy descriptors and their 1536-byte
+// buffers in the board's DMA region, laid out by net/rx's Ring, which
+// hands each frame to net/rx's Receiver straight from its buffer. The
+// Receiver classifies the frame, charges it (once a pool is attached) and
+// copies it once into a gVisor packet; the buffer goes back to the
+// controller at once. Start points the controller at this ring after
+// TamaGo has set it up, by restarting it (ECR[ETHEREN]) with a new RDSR.
+//
+// The rest is still TamaGo's enet and imx-enet:
+//   - TamaGo's ENET.Init, through imx-enet's NIC.Init: clocks, reset, MAC
+//     address, MII and PHY setup;
+//   - TamaGo's transmit ring and ENET.Tx, fed by imx-enet's notification,
+//     which moves each packet gVisor queues on the channel endpoint to it;
+//   - imx-enet's Interface as the adapter for DialContext and for the Go
+//     runtime's net package (net.SocketFunc).
+//
+// Not used: TamaGo's receive ring and ENET.Rx, which allocates a slice per
+// frame, and imx-enet's NIC.Rx, which copies it again into a packet it
+// never releases. TamaGo's receive ring stays reserved in the DMA region,
+// idle.
 //
 // Receive is interrupt driven, not polled: the ENET raises RXF for each
 // received frame; the board's interrupt service goroutine (board/imx6ul) is

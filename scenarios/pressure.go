@@ -101,7 +101,18 @@ func pressureSwapBytes(poolMiB, ws int) int64 {
 // swap over NBD on the image moves about 1.3 MB/s (the emulated CPU
 // running the TCP stack is the bound), and the run moves some 30 MiB.
 // pool=16 rounds=3 moves about 170 MiB in about two minutes.
-func pressureScenario(env *scenario.Env) error {
+func pressureScenario(env *scenario.Env) error { return pressureWith(env, pressureOpts{}) }
+
+// pressureOpts are what nbdswap adds to a pressure run: the receive
+// path's part in it, a flood, a watchdog.
+type pressureOpts struct {
+	// rx, when set, charges the run's receive memory to its pool, with
+	// mode and memalloc as the run asks.
+	rx       *rxPlan
+	minFreeK int // the pool's min_free_kbytes (0: its default)
+}
+
+func pressureWith(env *scenario.Env, opts pressureOpts) error {
 	addr := env.Args.String("nbd")
 	export := env.Args.String("export")
 	poolMiB := env.Args.Int("pool")
@@ -115,7 +126,17 @@ func pressureScenario(env *scenario.Env) error {
 		return fmt.Errorf("no network, which the pressure scenario needs to reach nbd=%s: %v", addr, env.NetErr)
 	}
 
-	boardFree := board.FreeFrames()
+	// The board's free frames, not counting those the network has charged
+	// to it, which come and go with traffic (an ARP, a FIN) and are not
+	// the scenario's.
+	boardFreeNow := func() uint64 {
+		f := board.FreeFrames()
+		if env.Rx != nil {
+			f += uint64(env.Rx.ChargedIn(board))
+		}
+		return f
+	}
+	boardFree := boardFreeNow()
 	carved, err := carvePool(board, env.Pool, poolMiB)
 	if err != nil {
 		return err
@@ -128,8 +149,8 @@ func pressureScenario(env *scenario.Env) error {
 	case carveErr != nil:
 	case small.Frames() != poolMiB*phys.PageblockFrames || small.FreeFrames() != uint64(small.Frames()):
 		carveErr = fmt.Errorf("the pool has %d frames, %d free: want %d, all free", small.Frames(), small.FreeFrames(), poolMiB*phys.PageblockFrames)
-	case boardFree-board.FreeFrames() != uint64(small.Frames()):
-		carveErr = fmt.Errorf("the board's pool has %d frames fewer free, not the pool's %d", boardFree-board.FreeFrames(), small.Frames())
+	case boardFree-boardFreeNow() != uint64(small.Frames()):
+		carveErr = fmt.Errorf("the board's pool has %d frames fewer free, not the pool's %d", boardFree-boardFreeNow(), small.Frames())
 	}
 	env.Check("pressure-pool", carveErr, "pool_kb", small.Frames()*4, "base", fmt.Sprintf("%#x", small.Start().Addr()),
 		"blocks", len(carved.blocks), "board_free_kb", board.FreeFrames()*4)
@@ -139,19 +160,33 @@ func pressureScenario(env *scenario.Env) error {
 			return
 		}
 		err := carved.release(board)
-		if err == nil && board.FreeFrames() != boardFree {
-			err = fmt.Errorf("the board's pool has %d frames free, %d before the scenario", board.FreeFrames(), boardFree)
+		if now := boardFreeNow(); err == nil && now != boardFree {
+			err = fmt.Errorf("the board's pool has %d frames free (the network's charge counted as free), %d before the scenario", now, boardFree)
 		}
 		env.Check("pressure-board-pool", err, "free_kb", board.FreeFrames()*4)
 	}()
 
+	if opts.minFreeK > 0 {
+		if err := small.SetMinFreeKbytes(opts.minFreeK); err != nil {
+			return &cmdline.ParamError{Key: "min_free_kbytes", Value: strconv.Itoa(opts.minFreeK), Reason: err,
+				Allowed: fmt.Sprintf("at most %d for a %d MiB pool", small.MaxMinFreeKbytes(), poolMiB)}
+		}
+	}
 	mgr, err := mm.New(mm.Config{Pool: small, VerifyZeroed: true,
 		Log: func(s string) { env.Report("kmsg", "msg", s) }})
 	if err != nil {
 		return err
 	}
-	r := &pressureRun{env: env, mgr: mgr, pool: small, rounds: rounds}
+	r := &pressureRun{env: env, mgr: mgr, pool: small, rounds: rounds, rx: opts.rx}
+	if r.rx != nil {
+		r.rx.attach(small)
+	}
 	runErr := r.run(addr, export, poolMiB, ws)
+	if r.rx != nil {
+		// The flood stops and every charge comes back before the pool
+		// may: the receive path holds none of its frames when idle.
+		r.rx.detach(env)
+	}
 
 	// Everything goes back: the spaces exit, no swap slot may stay named,
 	// the manager closes (swapoff), and the small pool must have every
@@ -301,6 +336,7 @@ type pressureRun struct {
 	pool   *phys.Pool
 	dev    *nbd.Client
 	rounds int
+	rx     *rxPlan // nbdswap's receive-path plan; nil for pressure
 	spaces []*pSpace
 	start  time.Time
 
@@ -347,10 +383,14 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), jDialTimeout)
 	defer cancel()
 	t0 := time.Now()
-	dev, err := nbd.Dial(ctx, nbd.Config{
+	cfg := nbd.Config{
 		Addr: addr, Export: export, BlockSize: phys.PageSize, Name: "/dev/nbd0",
 		Dial: func(ctx context.Context) (net.Conn, error) { return env.Net.DialContext(ctx, "tcp", addr) },
-	})
+	}
+	if r.rx != nil {
+		cfg.Memalloc = r.rx.memalloc()
+	}
+	dev, err := nbd.Dial(ctx, cfg)
 	if !env.Check("nbd-dial", err, "nbd", addr, "export", export, "ms", time.Since(t0).Milliseconds()) {
 		return nil
 	}
@@ -398,6 +438,12 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 	env.Report("pressure-setup", "pool_kb", frames*4, "working_set_kb", distinct*4, "x_kb", xPages*4, "y_kb", yPages*4,
 		"lazyfree_kb", lazy*4, "swap_kb", (dev.Size()>>10)-4, "spaces", 3, "rounds", r.rounds)
 
+	if r.rx != nil {
+		if err := r.rx.startFlood(env); err != nil {
+			return err
+		}
+		defer r.rx.startWatchdog(r)()
+	}
 	stop := r.statLoop()
 	var runErr error
 	for round := 0; round < r.rounds && runErr == nil; round++ {
@@ -427,6 +473,9 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 	r.proc("/proc/meminfo", func(b *strings.Builder) error { return phys.WriteMeminfo(b, r.mgr.Meminfo()) })
 	r.proc("/proc/vmstat", func(b *strings.Builder) error { return phys.WriteVmstat(b, r.mgr.Vmstat()) })
 	r.proc("/proc/swaps", func(b *strings.Builder) error { _, err := b.WriteString(r.mgr.ProcSwaps()); return err })
+	if r.rx != nil {
+		r.proc("/proc/net/yolk_rx", func(b *strings.Builder) error { return r.rx.rx.WriteProc(b) })
+	}
 
 	env.Check("pressure-invariants", r.mgr.Check())
 	mism := r.mismatchCount()
@@ -697,9 +746,13 @@ func (r *pressureRun) stat() {
 			swapFree = l.KB
 		}
 	}
-	r.env.Report("stat", "free_kb", free, "active_kb", active, "inactive_kb", inactive,
-		"swap_used_kb", swapTotal-swapFree, "pswpin", r.vmstat("pswpin"), "pswpout", r.vmstat("pswpout"),
-		"pgmajfault", r.vmstat("pgmajfault"), "t_ms", time.Since(r.start).Milliseconds())
+	kv := []any{"free_kb", free, "active_kb", active, "inactive_kb", inactive,
+		"swap_used_kb", swapTotal - swapFree, "pswpin", r.vmstat("pswpin"), "pswpout", r.vmstat("pswpout"),
+		"pgmajfault", r.vmstat("pgmajfault")}
+	if r.rx != nil {
+		kv = append(kv, r.rx.rx.Stats().StatKV()...)
+	}
+	r.env.Report("stat", append(kv, "t_ms", time.Since(r.start).Milliseconds())...)
 }
 
 // statLoop prints a stat line now and every second until the returned

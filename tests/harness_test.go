@@ -23,7 +23,7 @@ var harnessOnce struct {
 }
 
 // harness builds the yolk-qemu command as make qemu does.
-func harness(t *testing.T) string {
+func harness(t testing.TB) string {
 	t.Helper()
 	harnessOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -37,7 +37,7 @@ func harness(t *testing.T) string {
 
 // runHarness runs yolk-qemu and returns its exit status, its console
 // (stdout) and what it said of the run (stderr).
-func runHarness(t *testing.T, args ...string) (code int, stdout, stderr string) {
+func runHarness(t testing.TB, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut strings.Builder
 	cmd := exec.Command(harness(t), args...)

@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 // needImage returns the artifact named by env, building it with `make
 // makeTarget` when the variable is unset. It skips the test, saying why,
 // when the TamaGo toolchain is absent, and fails it when QEMU is missing.
-func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
+func needImage(t testing.TB, env, makeTarget, boardTarget, ext string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		if !filepath.IsAbs(p) {
@@ -89,14 +89,14 @@ func needImage(t *testing.T, env, makeTarget, boardTarget, ext string) string {
 	return art.path
 }
 
-func needQEMU(t *testing.T) {
+func needQEMU(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-arm"); err != nil {
 		t.Fatalf("qemu-system-arm is not installed (make deps installs it): %v", err)
 	}
 }
 
-func evkImage(t *testing.T) string {
+func evkImage(t testing.TB) string {
 	img := needImage(t, "YOLK_IMAGE", "image", "mx6ullevk", ".elf")
 	needQEMU(t)
 	return img

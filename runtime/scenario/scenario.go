@@ -18,6 +18,8 @@
 //	3  the scenario panicked (and the panic was recovered)
 //	4  the Go runtime died: an unrecovered panic in another goroutine or a
 //	   fatal error (the image has no "yolk: exit" line then)
+//	5  the scenario's watchdog found the machine stalled: no progress for
+//	   its set time with free memory at or below min (a deadlock shown)
 package scenario
 
 import (
@@ -35,6 +37,7 @@ import (
 
 	"yolk/board"
 	"yolk/mm/phys"
+	"yolk/net/rx"
 	"yolk/net/stack"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
@@ -47,6 +50,7 @@ const (
 	ExitUsage = 2
 	ExitPanic = 3
 	ExitFatal = 4
+	ExitStall = 5
 )
 
 // Dialer opens connections through whatever network stack the image has
@@ -71,6 +75,13 @@ type Env struct {
 	Net Dialer
 	// NetErr says why Net is nil.
 	NetErr error
+	// Rx is the network's receive path (nil without a network, and in
+	// host tests): its charging pool, mode and memalloc sockets.
+	Rx *rx.Receiver
+	// Halt ends the run at once with an exit status, for a watchdog that
+	// finds the scenario stuck where returning is impossible; nil where
+	// nothing can (host tests), and then a watchdog only reports.
+	Halt func(code int)
 
 	out    *Reporter
 	failed atomic.Bool // Check may be called from several goroutines

@@ -1,0 +1,80 @@
+package tests
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Andrew Morton asked in 2006 how much reserve is enough. This sweep
+// answers it for yolk's 4 MiB nbdswap pool: for each receive path and two
+// flood rates, the smallest vm.min_free_kbytes (of 64 to 2048) at which a
+// working set twice the pool swaps to NBD to the end, byte-exact, without
+// the watchdog firing. A variant that stalls at every size reports 4096.
+// Reported per cell as min_free_kb_<reserve>_<rate>kbps; the table is
+// printed for the README.
+func BenchmarkNBDSwapMinFreeSweep(b *testing.B) {
+	img := evkImage(b)
+	sizes := []int{64, 128, 256, 512, 1024, 2048}
+	reserves := []string{"off", "alloc-then-drop", "classify-first"}
+	rates := []int{64, 512}
+	type cell struct {
+		reserve string
+		rate    int
+	}
+	for range b.N {
+		found := map[cell]int{}
+		var mu sync.Mutex
+		work := make(chan cell)
+		var wg sync.WaitGroup
+		for range 2 { // two QEMUs at a time, one per core
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for c := range work {
+					got := 4096
+					for _, kb := range sizes {
+						r := runNBDSwap(b, img, "reserve="+c.reserve, fmt.Sprintf("flood_kbps=%d", c.rate),
+							fmt.Sprintf("min_free_kbytes=%d", kb), "watchdog=6")
+						if r.code == 0 {
+							got = kb
+							break
+						}
+						if r.code != 5 {
+							b.Errorf("%s at %d KiB/s, min_free_kbytes=%d: exit %d, neither a pass nor a stall\n%s", c.reserve, c.rate, kb, r.code, r.tail())
+							break
+						}
+					}
+					mu.Lock()
+					found[c] = got
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, res := range reserves {
+			for _, rate := range rates {
+				work <- cell{res, rate}
+			}
+		}
+		close(work)
+		wg.Wait()
+
+		var t strings.Builder
+		fmt.Fprintf(&t, "| receive path | flood %d KiB/s | flood %d KiB/s |\n|---|---|---|\n", rates[0], rates[1])
+		for _, res := range reserves {
+			fmt.Fprintf(&t, "| %s |", res)
+			for _, rate := range rates {
+				kb := found[cell{res, rate}]
+				v := fmt.Sprintf("%d", kb)
+				if kb > sizes[len(sizes)-1] {
+					v = fmt.Sprintf("> %d", sizes[len(sizes)-1])
+				}
+				fmt.Fprintf(&t, " %s |", v)
+				b.ReportMetric(float64(kb), fmt.Sprintf("min_free_kb_%s_%dkbps", res, rate))
+			}
+			t.WriteString("\n")
+		}
+		fmt.Printf("smallest min_free_kbytes at which nbdswap completes (4 MiB pool, working set 8 MiB):\n%s", t.String())
+	}
+}

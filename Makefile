@@ -4,7 +4,7 @@
 #   make qemu                 build the image and boot it in QEMU (scenario selftest)
 #   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
 #   make test                 gofmt, go vet, host tests (-race), then the QEMU tests
-#   make bench                the benchmarks behind the README's figures
+#   make bench                the benchmarks behind the README's figures (host, then the image's in QEMU)
 #   make mutants [MUTANTS=RE] plant each bug in mutants/ and check that its tests catch it
 #   make toolchain [TAMAGO_GO_SRC=tamago-go1.26.0.src.tar.gz]
 #                             install the TamaGo toolchain if it is missing (image,
@@ -13,7 +13,7 @@
 #   make deps                 install the Debian packages the targets use (as root)
 #
 # QEMU, and the harness behind make qemu, exit with the scenario's status
-# (0 pass, 1 fail, 2 bad parameters, 3 panic, 4 runtime crash); make then
+# (0 pass, 1 fail, 2 bad parameters, 3 panic, 4 runtime crash, 5 stalled); make then
 # reports it as "Error N".
 
 SHELL := /bin/bash
@@ -73,7 +73,7 @@ PKG_nbd-server            := nbd-server
 PKG_nbdcopy               := libnbd-bin
 NBD_CMDS                  := nbdkit qemu-nbd nbd-server nbdcopy
 
-.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench mutants deps clean toolchain toolchain-tool harness
+.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench bench-qemu mutants deps clean toolchain toolchain-tool harness
 
 # The installer and the harness are built, not run with go run, so that
 # their exit statuses reach make (go run turns every failure into 1).
@@ -160,9 +160,23 @@ qemu-tests:
 	YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
 	  $(GO) test -race -count=1 -v -timeout 15m ./tests/
 
-bench:
+# The host benchmarks, then the image's: the nbdswap min_free_kbytes sweep
+# under QEMU (two at a time), when the TamaGo toolchain is there or can be
+# installed (one SKIP: line otherwise).
+bench: toolchain-tool
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx 'yolk/tests')
+	@st=0; $(TOOLCHAIN) -skip 'QEMU benchmarks' || st=$$?; \
+	case $$st in \
+	  0) $(MAKE) --no-print-directory bench-qemu ;; \
+	  3) ;; \
+	  *) exit $$st ;; \
+	esac
+
+bench-qemu:
+	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm nbdkit"
+	$(MAKE) --no-print-directory image TARGET=mx6ullevk
+	YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf $(GO) test -count=1 -run '^$$' -bench 'NBDSwap' -timeout 20m ./tests/
 
 # The tests' own test: each planted bug in mutants/*.patch is applied to a
 # scratch copy of the tree and must make the tests named beside it fail

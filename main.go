@@ -115,7 +115,7 @@ func main() {
 			"rx_ring", iface.RingSize(), "rx_charged", env.Phys != nil))
 	}
 	out.Emit(result.New("ready", "init_ms", time.Since(boot).Milliseconds()))
-	env.Halt = func(code int) { exit(out, "", code, nil) }
+	env.Halt = func(code int, err error) { exit(out, args.String("scenario"), code, err) }
 
 	exit(out, "", scenario.Run(env), nil)
 }
@@ -186,7 +186,11 @@ func startNetwork(cfg stack.Config) (*stack.Interface, error) {
 // return.
 func exit(out *scenario.Reporter, name string, code int, err error) {
 	if err != nil {
-		kv := []any{"status", "fail", "code", code, "err", err.Error()}
+		status := "fail"
+		if code == scenario.ExitStall {
+			status = "stalled"
+		}
+		kv := []any{"status", status, "code", code, "err", err.Error()}
 		if name != "" {
 			kv = append([]any{"scenario", name}, kv...)
 		}

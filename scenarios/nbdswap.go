@@ -192,9 +192,10 @@ func (p *rxPlan) startWatchdog(r *pressureRun) (stop func()) {
 				r.env.Report("proc", "file", "/proc/net/yolk_rx", "lines", strings.Count(b.String(), "\n"))
 				r.env.Text(b.String())
 			}
-			r.env.Check("nbdswap-progress", fmt.Errorf("no swap I/O and no page checked for %v with free memory at or below min", p.watchdog))
+			err := fmt.Errorf("no swap I/O and no page checked for %v with free memory at or below min", p.watchdog)
+			r.env.Check("nbdswap-progress", err)
 			if r.env.Halt != nil {
-				r.env.Halt(scenario.ExitStall)
+				r.env.Halt(scenario.ExitStall, fmt.Errorf("watchdog: %w", err))
 			}
 			return
 		}

@@ -11,7 +11,8 @@ import (
 // answers it for yolk's 4 MiB nbdswap pool: for each receive path and two
 // flood rates, the smallest vm.min_free_kbytes (of 64 to 2048) at which a
 // working set twice the pool swaps to NBD to the end, byte-exact, without
-// the watchdog firing. A variant that stalls at every size reports 4096.
+// the watchdog firing and without a frame of the NBD connection dropped.
+// A variant that falls short at every size reports 4096.
 // Reported per cell as min_free_kb_<reserve>_<rate>kbps; the table is
 // printed for the README.
 func BenchmarkNBDSwapMinFreeSweep(b *testing.B) {
@@ -41,8 +42,11 @@ func BenchmarkNBDSwapMinFreeSweep(b *testing.B) {
 							got = kb
 							break
 						}
-						if r.code != 5 {
-							b.Errorf("%s at %d KiB/s, min_free_kbytes=%d: exit %d, neither a pass nor a stall\n%s", c.reserve, c.rate, kb, r.code, r.tail())
+						if s, ok := r.find("nbdswap"); ok && r.code == 1 {
+							b.Logf("fell short: %s", s)
+						}
+						if !r.fellShort() {
+							b.Errorf("%s at %d KiB/s, min_free_kbytes=%d: exit %d, neither a pass, a stall nor dropped NBD frames\n%s", c.reserve, c.rate, kb, r.code, r.tail())
 							break
 						}
 					}
@@ -77,4 +81,27 @@ func BenchmarkNBDSwapMinFreeSweep(b *testing.B) {
 		}
 		fmt.Printf("smallest min_free_kbytes at which nbdswap completes (4 MiB pool, working set 8 MiB):\n%s", t.String())
 	}
+}
+
+// fellShort reports whether a run that did not pass failed only in the
+// ways a reserve too small for the flood explains: the watchdog fired
+// (exit 5), or the run completed with frames of the NBD connection
+// dropped and every other check passed.
+func (r nbdswapRun) fellShort() bool {
+	if r.code == 5 {
+		return true
+	}
+	if r.code != 1 {
+		return false
+	}
+	failed := 0
+	for _, l := range r.results {
+		if l.Event == "check" && l.Value("ok") == "false" {
+			if l.Value("name") != "rx-memalloc-drops" {
+				return false
+			}
+			failed++
+		}
+	}
+	return failed == 1
 }

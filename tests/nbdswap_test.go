@@ -43,7 +43,7 @@ func (r nbdswapRun) num(t testing.TB, l result.Line, key string) uint64 {
 
 // nbdswapFloodKBps is the UDP flood's rate in the matrix: a steady stream
 // well above what the image can take in while it swaps.
-const nbdswapFloodKBps = 256
+const nbdswapFloodKBps = 512
 
 func runNBDSwap(t testing.TB, img string, args ...string) nbdswapRun {
 	t.Helper()
@@ -71,6 +71,7 @@ func runNBDSwap(t testing.TB, img string, args ...string) nbdswapRun {
 //   - classify-first copies nothing it drops, and its reserve peak is no
 //     higher than alloc-then-drop's under the same flood.
 func TestNBDSwapDeadlockMatrix(t *testing.T) {
+	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
 	type cell struct{ reserve, flood string }
 	var cells []cell

@@ -47,6 +47,9 @@ type artifact struct {
 	err  error
 }
 
+// The long scenario runs (tens of seconds each) call t.Parallel: they run
+// after the quick tests, two at a time (go test's -parallel defaults to
+// GOMAXPROCS, the two cores here), one QEMU per core.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "yolk-e2e-")
 	if err != nil {
@@ -394,6 +397,7 @@ func TestMeminfoOnTheImage(t *testing.T) {
 // real pool, the software MMU, mm.Check after every step, and every frame
 // back in the pool at the end. 3000 steps take about 70 s under QEMU.
 func TestVMScenarioOnTheImage(t *testing.T) {
+	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	const steps = "3000"
 	// About 70 s here; a slower host gets room.
 	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"scenario=vm", "steps=" + steps}, Timeout: 3 * time.Minute})
@@ -468,6 +472,7 @@ func TestTHPScenarioOnTheImage(t *testing.T) {
 // through the client, and a reopen that must find the journal clean. About
 // 10 s under QEMU, most of it the commits' writes over the guest's TCP.
 func TestJournalOverNBDOnTheImage(t *testing.T) {
+	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
 	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
 	_, port, err := net.SplitHostPort(srv.Addr)
@@ -510,6 +515,7 @@ func TestJournalOverNBDOnTheImage(t *testing.T) {
 // and come back in, nothing may be OOM killed, a stat line comes every
 // second, and /proc/swaps names the NBD device. About 25 s under QEMU.
 func TestPressureScenarioOnTheImage(t *testing.T) {
+	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
 	start := time.Now()
 	code, stdout, said := runHarness(t, "-image", img, "-timeout", "150s", "scenario=pressure")

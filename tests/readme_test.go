@@ -37,6 +37,7 @@ var exampleRE = regexp.MustCompile("(?m)^<!-- output of: make qemu(?: APPEND='([
 // of its lines is printed, in its order, ports and timings aside. A line
 // of "..." stands for lines left out.
 func TestREADMEExamples(t *testing.T) {
+	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
 	examples := exampleRE.FindAllStringSubmatch(readme(t), -1)
 	require.GreaterOrEqual(t, len(examples), 4, "the README's examples are marked")

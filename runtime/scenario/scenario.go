@@ -78,10 +78,11 @@ type Env struct {
 	// Rx is the network's receive path (nil without a network, and in
 	// host tests): its charging pool, mode and memalloc sockets.
 	Rx *rx.Receiver
-	// Halt ends the run at once with an exit status, for a watchdog that
-	// finds the scenario stuck where returning is impossible; nil where
-	// nothing can (host tests), and then a watchdog only reports.
-	Halt func(code int)
+	// Halt ends the run at once with an exit status and why, for a
+	// watchdog that finds the scenario stuck where returning is
+	// impossible; nil where nothing can (host tests), and then a watchdog
+	// only reports.
+	Halt func(code int, err error)
 
 	out    *Reporter
 	failed atomic.Bool // Check may be called from several goroutines

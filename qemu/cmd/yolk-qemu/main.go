@@ -13,7 +13,8 @@
 // set). The image checks every parameter itself.
 //
 // Exit status: the image's whenever it gave one (0 pass, 1 fail, 2 bad
-// parameters, 3 the scenario panicked, 4 the Go runtime died); otherwise
+// parameters, 3 the scenario panicked, 4 the Go runtime died, 5 the
+// scenario's watchdog found the machine stalled); otherwise
 // the harness's own: 124 the run timed out, 125 QEMU or a host service
 // could not run the image (no banner), 2 bad usage of the harness, 130
 // interrupted.
@@ -53,7 +54,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "usage: yolk-qemu -image ELF [flags] [key=value ...]\n")
 		flag.PrintDefaults()
 		fmt.Fprintf(os.Stderr, `exit status: the image's when it gave one: 0 pass, 1 fail, 2 bad parameters,
-3 the scenario panicked, 4 the Go runtime died; else the harness's own:
+3 the scenario panicked, 4 the Go runtime died, 5 the scenario stalled (watchdog);
+else the harness's own:
 124 timed out, 125 QEMU or a host service could not run the image,
 2 bad usage, 130 interrupted
 scenarios: %s (make qemu APPEND='scenario=NAME')
@@ -119,6 +121,10 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 			if s.Server != nil {
 				fmt.Fprintf(os.Stderr, "yolk-qemu: %s server on %s, %d bytes\n", s.Server.Kind, s.Server.Addr, s.Server.Size)
 			}
+		case *qemu.FloodServer:
+			st := s.Stats()
+			fmt.Fprintf(os.Stderr, "yolk-qemu: flood server on %s sent %d bytes on %d TCP connections, %d datagrams (%d bytes) on %d UDP streams\n",
+				s.Addr(), st.TCPBytes, st.TCPConns, st.UDPDatagrams, st.UDPBytes, st.UDPStreams)
 		}
 	}
 	os.Exit(code)

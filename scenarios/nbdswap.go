@@ -14,16 +14,7 @@ import (
 )
 
 func init() {
-	params := []cmdline.Spec{
-		{Name: "nbd", Value: cmdline.HostPort{}, Required: true, Service: "nbd",
-			Help: "the NBD server to swap to (the harness starts an nbdkit memory server on the host, big enough for the working set)"},
-		{Name: "export", Value: cmdline.Text{Max: 4096}, Service: "nbd", Help: "the export's name"},
-		{Name: "pool", Value: cmdline.Int{Min: pMinPoolMiB, Max: pMaxPoolMiB}, Default: "4",
-			Help: "the size in MiB of the scenario's own pool, carved out of the board's"},
-		{Name: "ws", Value: cmdline.Int{Min: 200, Max: 400}, Default: "200",
-			Help: "the working set, in percent of pool= (at least twice the pool)"},
-		{Name: "rounds", Value: cmdline.Int{Min: 2, Max: 1000}, Default: "2",
-			Help: "rounds of writing every page and reading every byte back"},
+	params := append(pressureParams(200, "the working set, in percent of pool= (at least twice the pool)"), []cmdline.Spec{
 		{Name: "reserve", Value: cmdline.Choice{"off", "alloc-then-drop", "classify-first"}, Default: "classify-first",
 			Help: "the receive path: off (the NBD connection is an ordinary socket), alloc-then-drop (Linux's: charge every frame, reserve included, drop at the socket), classify-first (yolk's: drop before any copy)"},
 		{Name: "flood", Value: cmdline.HostPort{}, Service: "flood",
@@ -36,15 +27,13 @@ func init() {
 			Help: "the pool's vm.min_free_kbytes (0: Linux's default for its size)"},
 		{Name: "rx_reserve", Value: cmdline.Int{Min: 1, Max: 4096}, Default: fmt.Sprint(rx.DefaultReserveFrames),
 			Help: "the most reserve frames the network may hold at once"},
-	}
+	}...)
 	scenario.Register(scenario.Scenario{
-		Name:   "nbdswap",
-		Help:   "the swap-over-NBD deadlock, shown and cured: the pressure scenario's working set, at least twice its pool= MiB pool, swapped to nbd= while flood= sends unrelated traffic, with the receive path's reserve= mode; a watchdog ends a stalled run with status 5",
-		Params: params,
-		NBDSize: func(args cmdline.Args) int64 {
-			return pressureSwapBytes(args.Int("pool"), args.Int("ws"))
-		},
-		Run: nbdswapScenario,
+		Name:    "nbdswap",
+		Help:    "the swap-over-NBD deadlock, shown and cured: the pressure scenario's working set, at least twice its pool= MiB pool, swapped to nbd= while flood= sends unrelated traffic, with the receive path's reserve= mode; a watchdog ends a stalled run with status 5",
+		Params:  params,
+		NBDSize: pressureNBDSize,
+		Run:     nbdswapScenario,
 	})
 }
 

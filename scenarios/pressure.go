@@ -23,26 +23,34 @@ import (
 
 func init() {
 	scenario.Register(scenario.Scenario{
-		Name: "pressure",
-		Help: "carve a pool= MiB pool out of the board's for a memory manager of its own, swap to the NBD server nbd=HOST:PORT, and run an anonymous working set of ws= percent of that pool in three address spaces (two sharing pages since fork, one with huge pages and MADV_FREE) for rounds= rounds, writing every page and checking every byte; a stat line every second, /proc/meminfo, vmstat and swaps at the end",
-		Params: []cmdline.Spec{
-			{Name: "nbd", Value: cmdline.HostPort{}, Required: true, Service: "nbd",
-				Help: "the NBD server to swap to (the harness starts an nbdkit memory server on the host, big enough for the working set)"},
-			{Name: "export", Value: cmdline.Text{Max: 4096}, Service: "nbd", Help: "the export's name"},
-			// The board's pool bounds it further: the scenario needs that
-			// much of it free in one piece.
-			{Name: "pool", Value: cmdline.Int{Min: pMinPoolMiB, Max: pMaxPoolMiB}, Default: "4",
-				Help: "the size in MiB of the scenario's own pool, carved out of the board's"},
-			{Name: "ws", Value: cmdline.Int{Min: 100, Max: 400}, Default: "200",
-				Help: "the working set, in percent of pool="},
-			{Name: "rounds", Value: cmdline.Int{Min: 2, Max: 1000}, Default: "2",
-				Help: "rounds of writing every page and reading every byte back"},
-		},
-		NBDSize: func(args cmdline.Args) int64 {
-			return pressureSwapBytes(args.Int("pool"), args.Int("ws"))
-		},
-		Run: pressureScenario,
+		Name:    "pressure",
+		Help:    "carve a pool= MiB pool out of the board's for a memory manager of its own, swap to the NBD server nbd=HOST:PORT, and run an anonymous working set of ws= percent of that pool in three address spaces (two sharing pages since fork, one with huge pages and MADV_FREE) for rounds= rounds, writing every page and checking every byte; a stat line every second, /proc/meminfo, vmstat and swaps at the end",
+		Params:  pressureParams(100, "the working set, in percent of pool="),
+		NBDSize: pressureNBDSize,
+		Run:     pressureScenario,
 	})
+}
+
+// pressureParams are the parameters of a pressure run, pressure's and
+// nbdswap's: the working set is at least wsMin percent of the pool.
+func pressureParams(wsMin int64, wsHelp string) []cmdline.Spec {
+	return []cmdline.Spec{
+		{Name: "nbd", Value: cmdline.HostPort{}, Required: true, Service: "nbd",
+			Help: "the NBD server to swap to (the harness starts an nbdkit memory server on the host, big enough for the working set)"},
+		{Name: "export", Value: cmdline.Text{Max: 4096}, Service: "nbd", Help: "the export's name"},
+		// The board's pool bounds it further: the scenario needs that
+		// much of it free in one piece.
+		{Name: "pool", Value: cmdline.Int{Min: pMinPoolMiB, Max: pMaxPoolMiB}, Default: "4",
+			Help: "the size in MiB of the scenario's own pool, carved out of the board's"},
+		{Name: "ws", Value: cmdline.Int{Min: wsMin, Max: 400}, Default: "200", Help: wsHelp},
+		{Name: "rounds", Value: cmdline.Int{Min: 2, Max: 1000}, Default: "2",
+			Help: "rounds of writing every page and reading every byte back"},
+	}
+}
+
+// pressureNBDSize is the swap a pressure run needs (Scenario.NBDSize).
+func pressureNBDSize(args cmdline.Args) int64 {
+	return pressureSwapBytes(args.Int("pool"), args.Int("ws"))
 }
 
 const (

@@ -133,7 +133,7 @@ vet:
 test-host:
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vx 'yolk/tests')
-	$(GO) test -count=1 -run 'Allocations|AllocatesNothing' ./blk/nbd ./runtime/workqueue
+	$(GO) test -count=1 -run 'Allocations|AllocatesNothing' ./blk/nbd ./runtime/workqueue ./net/rx
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestModelOverNBD$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|nbdkit-[a-z0-9-]*: map|endless fork chain:|^(ok|FAIL)'

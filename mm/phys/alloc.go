@@ -44,13 +44,30 @@ func (p *Pool) Alloc(order int, ctx Context) (PFN, error) {
 	if order < 0 || order > MaxOrder {
 		return 0, &AllocError{Order: order, Ctx: ctx, Reason: fmt.Sprintf("order out of range [0, %d]", MaxOrder)}
 	}
+	return p.alloc(order, ctx, false)
+}
+
+// TryAllocPage is AllocPage for a caller that only needs to know whether
+// it got a frame: a failure allocates no error value. The network's
+// receive path, which may drop thousands of frames a second when a flood
+// meets the watermark, calls it for each; the pool counts the failures as
+// any other.
+func (p *Pool) TryAllocPage(ctx Context) (PFN, bool) {
+	f, err := p.alloc(0, ctx, true)
+	return f, err == nil
+}
+
+// errQuiet is alloc's failure when the caller asked for no details.
+var errQuiet = errors.New("phys: no memory")
+
+func (p *Pool) alloc(order int, ctx Context, quiet bool) (PFN, error) {
 	mt := p.migrateType(ctx)
 	p.mu.Lock()
 	i, ok := p.take(order, mt, ctx, levelLow)
 	p.mu.Unlock()
 	if !ok {
 		var err error
-		if i, err = p.allocSlow(order, mt, ctx); err != nil {
+		if i, err = p.allocSlow(order, mt, ctx, quiet); err != nil {
 			return 0, err
 		}
 	}
@@ -105,7 +122,7 @@ func (p *Pool) take(order int, mt MigrateType, ctx Context, l level) (uint32, bo
 }
 
 // allocSlow is the slow path (Linux's __alloc_pages_slowpath).
-func (p *Pool) allocSlow(order int, mt MigrateType, ctx Context) (uint32, error) {
+func (p *Pool) allocSlow(order int, mt MigrateType, ctx Context, quiet bool) (uint32, error) {
 	l := levelMin
 	if ctx&Atomic != 0 {
 		l = levelAtomic
@@ -119,6 +136,9 @@ func (p *Pool) allocSlow(order int, mt MigrateType, ctx Context) (uint32, error)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.stat.AllocFailures++
+		if quiet {
+			return 0, errQuiet
+		}
 		return 0, &AllocError{Order: order, Ctx: ctx, Reason: reason, Free: p.nrFree, Min: p.wm.Min, Retries: retries}
 	}
 

@@ -307,3 +307,34 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// TryAllocPage succeeds as AllocPage does, and fails where it fails, but
+// without an error value: a failure allocates nothing and is counted.
+func TestTryAllocPageFailsQuietly(t *testing.T) {
+	p := newPool(t, 4<<20)
+	var got []PFN
+	for {
+		f, ok := p.TryAllocPage(Atomic)
+		if !ok {
+			break
+		}
+		got = append(got, f)
+	}
+	require.NotEmpty(t, got)
+	mark := p.Watermarks().Min - p.Watermarks().Min/2
+	assert.Equal(t, mark-mark/4, p.FreeFrames(), "an Atomic caller stops at 3/8 of min")
+	_, err := p.AllocPage(Atomic)
+	assert.ErrorIs(t, err, ErrNoMemory, "AllocPage fails at the same point")
+	failures := p.Stats().AllocFailures
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, ok := p.TryAllocPage(Atomic); ok {
+			t.Fatal("a frame past the watermark")
+		}
+	})
+	assert.Zero(t, allocs, "allocations per failure")
+	assert.Equal(t, failures+101, p.Stats().AllocFailures, "every failure counted")
+	for _, f := range got {
+		require.NoError(t, p.Put(f))
+	}
+	require.NoError(t, p.Check())
+}

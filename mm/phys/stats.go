@@ -15,7 +15,7 @@ type Stats struct {
 	PgFree        uint64 // frames freed (pgfree)
 	AllocStalls   uint64 // rounds of direct reclaim (allocstall_normal)
 	Throttled     uint64 // direct reclaimers throttled (pgscan_direct_throttle)
-	AllocFailures uint64 // allocations that returned an error
+	AllocFailures uint64 // allocations that failed
 
 	Fallbacks       uint64 // allocations served from another type's lists
 	PageblockSteals uint64 // pageblocks relabelled by a fallback

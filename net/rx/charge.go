@@ -97,8 +97,10 @@ func (c *charger) account(f *Frame, memalloc bool) *account {
 	return a
 }
 
-// take charges one slot of class cl to a.
-func (c *charger) take(cl chargeClass, a *account) (*charge, chargeError) {
+// take charges one slot of class cl to f's socket. It allocates nothing
+// (not even the socket's account) unless the charge succeeds: a dropped
+// frame costs no memory at all.
+func (c *charger) take(cl chargeClass, f *Frame, memalloc bool) (*charge, chargeError) {
 	if c.pool == nil {
 		return nil, chargeNoPool
 	}
@@ -114,6 +116,7 @@ func (c *charger) take(cl chargeClass, a *account) (*charge, chargeError) {
 		c.partial[cl] = append(c.partial[cl], pg)
 	}
 	c.slots++
+	a := c.account(f, memalloc)
 	a.slots++
 	if pg.pfmem {
 		a.reserve++
@@ -140,8 +143,8 @@ func (c *charger) newPage(cl chargeClass) (*netPage, chargeError) {
 	if atBound {
 		ctx = phys.Atomic
 	}
-	f, err := c.pool.AllocPage(ctx)
-	if err != nil {
+	f, ok := c.pool.TryAllocPage(ctx)
+	if !ok {
 		if atBound {
 			return nil, chargeReserveBound
 		}

@@ -190,9 +190,8 @@ func (r *Receiver) Receive(frame []byte) {
 	}
 	var ch *charge
 	if r.c.pool != nil {
-		a := r.c.account(&f, memalloc)
 		var cerr chargeError
-		if ch, cerr = r.c.take(cl, a); cerr != chargeOK {
+		if ch, cerr = r.c.take(cl, &f, memalloc); cerr != chargeOK {
 			if cerr == chargeReserveBound {
 				r.drop(DropReserveBound, false)
 			} else {
@@ -201,7 +200,6 @@ func (r *Receiver) Receive(frame []byte) {
 			if memalloc {
 				r.stats.MemallocDrops++
 			}
-			r.forgetIfIdle(a)
 			r.mu.Unlock()
 			return
 		}
@@ -308,12 +306,6 @@ func (r *Receiver) drop(reason DropReason, allocated bool) {
 	r.stats.Drops[reason]++
 	if allocated {
 		r.stats.AllocatedThenDropped++
-	}
-}
-
-func (r *Receiver) forgetIfIdle(a *account) {
-	if a.slots == 0 && !a.other {
-		delete(r.c.accts, a.tuple)
 	}
 }
 

@@ -367,3 +367,29 @@ func TestSweeperReturnsChargesWithNoTraffic(t *testing.T) {
 	require.Eventually(t, func() bool { s := p.rx.Stats(); return s.Held == 0 && s.Slots <= 2 }, 5*time.Second, 5*time.Millisecond, "%+v", p.rx.Stats())
 	g.Close()
 }
+
+// Classify-first drops a frame it cannot charge without allocating
+// anything: no packet, no copy, no socket account, no error value. A
+// flood at the watermark costs the receive path no memory at all.
+func TestDroppedFrameAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("SKIP: allocation counts mean nothing under the race detector (make test runs this without it)")
+	}
+	p := newPair(t, 4096, Config{})
+	defer fill(t, p.pool, phys.Atomic)()
+	udp := make([]byte, 8+1000)
+	udp[0], udp[1], udp[2], udp[3] = 0x30, 0x39, 0x23, 0x28 // 12345 -> 9000
+	udp[4], udp[5] = byte(len(udp)>>8), byte(len(udp))
+	frame := ipv4Frame(protoUDP, peerAddr.As4(), guestAddr.As4(), udp)
+	copy(frame[0:6], guestMAC)
+	copy(frame[6:12], peerMAC)
+	p.rx.Receive(frame)
+	require.EqualValues(t, 1, p.rx.Stats().Drops[DropWatermark], "%+v", p.rx.Stats())
+	allocs := testing.AllocsPerRun(200, func() {
+		frame[14+20+1]++ // a new source port each time: a new socket
+		p.rx.Receive(frame)
+	})
+	assert.Zero(t, allocs, "allocations per dropped frame")
+	assert.EqualValues(t, 202, p.rx.Stats().Drops[DropWatermark])
+	assert.Empty(t, p.rx.Sockets(), "no account for a socket that got nothing")
+}

@@ -197,7 +197,9 @@ func TestOrdinaryFramesStopAtTheirWatermark(t *testing.T) {
 	require.Greater(t, p.pool.FreeFrames(), atomicMark(p.pool))
 
 	p.flood(t, 9000, 400, 1400)
-	s := p.settle(t, func(s Stats) bool { return s.Frames >= 400 })
+	// Not every datagram reaches the ring (gVisor's own queues drop some
+	// on the way): wait for the drops the test is about.
+	s := p.settle(t, func(s Stats) bool { return s.Drops[DropWatermark] > 0 })
 	assert.Greater(t, s.Drops[DropWatermark], uint64(0), "the flood hits the watermark: %+v", s)
 	assert.GreaterOrEqual(t, p.pool.FreeFrames(), atomicMark(p.pool), "an ordinary charge never goes below its watermark")
 	assert.Zero(t, s.ReservePeak, "no ordinary frame is charged to the reserve")
@@ -270,7 +272,7 @@ func TestClassifyFirstAllocatesNothingForADroppedFrame(t *testing.T) {
 			defer fill(t, p.pool, phys.Atomic)()
 
 			p.flood(t, 9001, 200, 1000)
-			s := p.settle(t, func(s Stats) bool { return s.Frames >= 200 })
+			s := p.settle(t, func(s Stats) bool { return s.Dropped() >= 150 })
 			assert.GreaterOrEqual(t, s.Dropped(), uint64(150), "%+v", s)
 			if mode == ClassifyFirst {
 				assert.Zero(t, s.AllocatedThenDropped)

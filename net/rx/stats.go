@@ -65,7 +65,7 @@ type Stats struct {
 	FreeErrors    uint64 // frames the pool refused back (a bug)
 }
 
-// Drop is the total of drops for every reason.
+// Dropped is the total of drops for every reason.
 func (s Stats) Dropped() uint64 {
 	var n uint64
 	for _, d := range s.Drops {

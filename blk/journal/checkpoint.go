@@ -57,6 +57,8 @@ func (j *Journal) checkpoint() error {
 	// put while mu is dropped (commits only append).
 	records := 0
 	t := j.ckbuf
+	j.ckHomes = j.ckHomes[:0]
+	var lastSeq uint64
 	for i := range n {
 		j.mu.Lock()
 		lt := j.inLog[i]
@@ -74,6 +76,8 @@ func (j *Journal) checkpoint() error {
 			return fmt.Errorf("checkpoint of transaction %d: %w", lt.seq, err)
 		}
 		records += t.n
+		j.ckHomes = append(j.ckHomes, t.homes[:t.n]...)
+		lastSeq = lt.seq
 	}
 	if j.flush {
 		if err := j.dev.Flush(); err != nil {
@@ -100,7 +104,13 @@ func (j *Journal) checkpoint() error {
 		return fmt.Errorf("checkpoint: superblock: %w", err)
 	}
 
+	// Free the space, and drop the log map entries of what is now home,
+	// with no ReadBlock reading the log: logMu.
+	j.logMu.Lock()
 	j.mu.Lock()
+	for _, home := range j.ckHomes {
+		j.logMap.removeUpTo(home, lastSeq)
+	}
 	for _, lt := range j.inLog[:n] {
 		j.used -= lt.blocks
 	}
@@ -109,6 +119,7 @@ func (j *Journal) checkpoint() error {
 	j.stats.CheckpointRecords += uint64(records)
 	j.cond.Broadcast()
 	j.mu.Unlock()
+	j.logMu.Unlock()
 	return nil
 }
 

@@ -37,11 +37,25 @@ func (j *Journal) commitWork(t *txBuf) {
 		j.running = j.takeBuffer()
 	}
 	j.doneSeq, j.doneTid = t.seq, t.tid
+	j.mapTransaction(t)
 	j.stats.Commits++
 	j.stats.Records += uint64(t.n)
 	j.stats.LogBlocks += blocks
 	j.kick()
 	j.cond.Broadcast()
+}
+
+// mapTransaction enters t's records in the log map as it is acknowledged:
+// from now on ReadBlock reads them from the log until a checkpoint has
+// written them home. Records later in t replace earlier ones for the same
+// home, as they do when written home. Called with mu held; allocates
+// nothing.
+func (j *Journal) mapTransaction(t *txBuf) {
+	bs := j.bs
+	for i := range t.n {
+		idx := (t.pos + uint64(t.slotOff(i)/bs)) % j.L
+		j.logMap.put(t.homes[i], logLoc{idx: idx, seq: t.seq, crc: t.crcs[i], escaped: t.escaped[i]})
+	}
 }
 
 // place gives t its log space at the head, checkpointing first while the
@@ -106,7 +120,8 @@ func (j *Journal) seal(t *txBuf) {
 				be.PutUint32(data, 0)
 				flags |= flagEscaped
 			}
-			putTag(desc, k, tag{home: t.homes[i], flags: flags, crc: crc(data)})
+			t.crcs[i] = crc(data)
+			putTag(desc, k, tag{home: t.homes[i], flags: flags, crc: t.crcs[i]})
 		}
 		sealBlock(desc)
 		be.PutUint32(descCRC[:], be.Uint32(desc[bs-4:]))

@@ -56,6 +56,34 @@
 // for a worker that waited for memory would deadlock (Linux's bcache fix
 // "add separate workqueue for journal_write to avoid deadlock", 2018).
 //
+// # Reading
+//
+// ReadBlock returns a block's latest committed contents. A transaction's
+// blocks stay in the log until a checkpoint writes them home, which may be
+// long after their commit was acknowledged; the journal keeps a log map,
+// home block to the log index, checksum, escaping and sequence of its
+// newest acknowledged copy, and ReadBlock reads from there (checking the
+// crc32c of the tag and restoring an escaped magic number) when the block
+// is in it, from home otherwise. An entry is added when its transaction is
+// acknowledged, in the same critical section that advances doneSeq, so a
+// read sees exactly the acknowledged transactions, never one still running
+// or being written. It is dropped once a checkpoint has written its
+// transaction home and is moving the tail past it, unless a later
+// transaction has replaced it. Recovery writes everything home, so the map
+// starts empty at Open. A cache may therefore drop a block as soon as the
+// commit that wrote it back is durable, where jbd2 pins it in memory until
+// the checkpoint.
+//
+// The map is a fixed table sized at Open for one entry per log block (the
+// most it can hold): filling and emptying it allocates nothing.
+//
+// A reader holds logMu shared from its lookup to the end of its I/O, and
+// the checkpoint holds it exclusively, doing no I/O, while it frees log
+// space and drops entries: log space is never reused under a read. A
+// reader that found nothing and read home looks again, and reads the log
+// copy if a transaction was acknowledged meanwhile, whose checkpoint may
+// have been writing home under the read.
+//
 // # Space
 //
 // Records never take the last reserveBlocks of the log: that slice is held
@@ -85,9 +113,11 @@
 //
 // # Locks
 //
-// ckptMu (one checkpoint at a time) is taken before mu, which protects the
-// transaction states, log accounting and counters. No I/O is done with mu
-// held. A handle's slot in the running transaction is its own to fill
+// ckptMu (one checkpoint at a time) is taken before logMu (readers shared,
+// the tail move exclusive), which is taken before mu, which protects the
+// transaction states, log accounting, the log map and counters. No I/O is
+// done with mu held, nor with logMu held exclusively; ReadBlock does its
+// I/O with logMu shared. A handle's slot in the running transaction is its own to fill
 // without the lock; the transaction is not written until every handle has
 // committed.
 //
@@ -98,4 +128,7 @@
 //   - inLog holds the placed transactions in log order, and their blocks add
 //     up to used; the superblock's tail is at or before the first of them
 //   - a buffer is free, running, committing or in inLog, exactly one of them
+//   - the log map holds, for each home written by a committed transaction
+//     in inLog, the location of the last record for it in the newest such
+//     transaction, and nothing else
 package journal

@@ -22,6 +22,9 @@ var (
 	ErrTooBig = errors.New("journal: handle larger than a transaction")
 	// ErrBadRecord: a record's home block or size is not acceptable.
 	ErrBadRecord = errors.New("journal: bad record")
+	// ErrBadLogBlock: ReadBlock read a block's log copy and it does not
+	// match the checksum its descriptor gave it when it was committed.
+	ErrBadLogBlock = errors.New("journal: log copy fails its checksum")
 )
 
 // Config says how to run a journal.
@@ -54,6 +57,8 @@ type Stats struct {
 	LogFullWaits      uint64 // commits that had to checkpoint first for log space
 	MaxGroup          uint64 // most handles in one transaction
 	MaxUsed           uint64 // most log blocks live at once
+	LogReads          uint64 // ReadBlock calls served from a log copy
+	HomeReads         uint64 // ReadBlock calls served from the home block
 }
 
 // Journal is an open journal. Its methods may be called from any goroutine.
@@ -72,12 +77,27 @@ type Journal struct {
 	recovery Recovery
 
 	// ckptMu serialises checkpoints (the background work and a commit
-	// that needs room); it is taken before mu.
+	// that needs room); it is taken before logMu and mu.
 	ckptMu sync.Mutex
+	// logMu keeps log space from being reused under a ReadBlock: readers
+	// hold it shared for the whole of their lookup and I/O, and the
+	// checkpoint holds it exclusively, without I/O, to move the tail
+	// (free log space and drop its log map entries). Close takes it to
+	// wait for readers. Taken after ckptMu, before mu.
+	logMu sync.RWMutex
+	// ckHomes collects the homes a checkpoint writes, to drop their log
+	// map entries once the tail has moved; under ckptMu. Its capacity,
+	// the log's length, bounds the records of the transactions in it.
+	ckHomes []uint64
 
 	mu   sync.Mutex
 	cond sync.Cond
 	err  error // set once: aborted or closed
+	// closed is set by Close, whether or not the journal had aborted.
+	closed bool
+	// logMap locates the log copy of every home block written by an
+	// acknowledged transaction not yet checkpointed (ReadBlock).
+	logMap logMap
 	// running takes handles; nil while every buffer is busy.
 	running *txBuf
 	// committing is being written; at most one at a time, so that a
@@ -132,6 +152,7 @@ type txBuf struct {
 	tid        uint64
 	homes      []uint64 // per record
 	escaped    []bool   // per record: written to the log with its magic zeroed
+	crcs       []uint32 // per record: the crc32c in its tag, set by seal
 	n          int      // records added
 	reserve    int      // records promised to open handles, not yet added
 	updates    int      // open handles
@@ -284,6 +305,7 @@ func (j *Journal) allocBuffers() error {
 			j: j, mem: mem[:size], pfn: pfn, order: order,
 			homes:   make([]uint64, j.layout.MaxTransaction),
 			escaped: make([]bool, j.layout.MaxTransaction),
+			crcs:    make([]uint32, j.layout.MaxTransaction),
 		}
 		t.work.Func = func(*workqueue.Work, []byte) { j.commitWork(t) }
 		j.bufs = append(j.bufs, t)
@@ -295,6 +317,10 @@ func (j *Journal) allocBuffers() error {
 	}
 	// The smallest transaction takes three blocks.
 	j.inLog = make([]logTx, 0, j.L/3+1)
+	// The log map and the checkpoint's list of homes hold at most one
+	// entry per log block: sized here, they never grow (see logMap).
+	j.logMap = newLogMap(j.L)
+	j.ckHomes = make([]uint64, 0, j.L)
 	return nil
 }
 
@@ -331,6 +357,13 @@ func (j *Journal) takeBuffer() *txBuf {
 
 // Layout returns the journal's geometry.
 func (j *Journal) Layout() Layout { return j.layout }
+
+// Device is the block device the journal is on.
+func (j *Journal) Device() blk.Device { return j.dev }
+
+// BlockSize returns the journal's block size: the size of every block
+// added to a handle or read with ReadBlock.
+func (j *Journal) BlockSize() int { return j.bs }
 
 // Recovery returns what Open's recovery found.
 func (j *Journal) Recovery() Recovery { return j.recovery }
@@ -556,8 +589,13 @@ func (j *Journal) Close() error {
 	if j.err == nil {
 		j.err = fmt.Errorf("%s: %w", j.name, ErrClosed)
 	}
+	j.closed = true
 	j.cond.Broadcast()
 	j.mu.Unlock()
+	// Wait for the ReadBlocks under way (the new ones see closed): none
+	// touches the device once Close has returned.
+	j.logMu.Lock()
+	j.logMu.Unlock()
 	j.release()
 	return err
 }

@@ -29,7 +29,12 @@ import (
 //   - each anon_vma: its tree holds exactly the chains that point at it,
 //     its degree counters and reference count match, every chain has one
 //     root; the global counters (AnonPages, anon_vmas, chains) add up;
-//   - each space's RSS and swap-entry counters.
+//   - each space's RSS and swap-entry counters;
+//   - each region (filemap_check.go): its i_mmap tree holds exactly the
+//     VMAs mapping it; each cache page names it at its index, is on a
+//     list or isolated, holds the cache's reference beside its mappings',
+//     and is mapped only within its VMAs' offsets, read-only by private
+//     ones, dirty in a PTE only if PGDirty; the page cache counters add up.
 func (m *Manager) Check() error {
 	spaces := m.AddressSpaces()
 	for _, as := range spaces {
@@ -54,6 +59,9 @@ func (m *Manager) Check() error {
 		return fmt.Errorf("mm check: %w", err)
 	}
 	if err := c.reclaim(); err != nil {
+		return fmt.Errorf("mm check: %w", err)
+	}
+	if err := c.regions(spaces); err != nil {
 		return fmt.Errorf("mm check: %w", err)
 	}
 	return nil
@@ -112,7 +120,7 @@ func (c *checker) space(as *AddressSpace) error {
 	if err := as.pt.Check(); err != nil {
 		return err
 	}
-	var inVMAs, rss, swp, zero, hugeZero, sections int64
+	var inVMAs, rss, filerss, swp, zero, hugeZero, sections int64
 	var perr error
 	for v := as.head; v != nil && perr == nil; v = v.next {
 		if err := c.chain(v); err != nil {
@@ -165,13 +173,18 @@ func (c *checker) space(as *AddressSpace) error {
 					perr = fmt.Errorf("%#08x: special PTE %v is not the read-only zero page", va, pte)
 				}
 			default:
-				rss++
 				pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 				if !c.m.pool.Contains(pfn) {
 					perr = fmt.Errorf("%#08x: PTE %v maps a frame outside the pool", va, pte)
 					return false
 				}
 				c.mapped[pfn] = append(c.mapped[pfn], mapped{as, va, v})
+				if pg := c.m.pool.Page(pfn); regionOf(pg) != nil {
+					filerss++
+					perr = c.filePTE(v, va, pte, pg)
+				} else {
+					rss++
+				}
 			}
 			if pte.Has(pgtable.Write) && v.flags&VMWrite == 0 {
 				perr = fmt.Errorf("%#08x: writable PTE %v in %v", va, pte, v)
@@ -202,6 +215,8 @@ func (c *checker) space(as *AddressSpace) error {
 		return fmt.Errorf("huge zero page counter %d, sections map it %d times", as.hugeZeroMapped, hugeZero)
 	case rss != as.rss:
 		return fmt.Errorf("rss counter %d, PTEs map %d pages", as.rss, rss)
+	case filerss != as.filerss:
+		return fmt.Errorf("file rss counter %d, PTEs map %d page cache pages", as.filerss, filerss)
 	case swp != as.swapents:
 		return fmt.Errorf("swap entry counter %d, PTEs hold %d", as.swapents, swp)
 	case zero != as.zeroMapped:
@@ -297,8 +312,15 @@ func (c *checker) pages() error {
 	for head := range c.huge {
 		heads[head] = true
 	}
-	var anon, thps int64
+	var anon, thps, fileMapped int64
 	for head := range heads {
+		if regionOf(pool.Page(head)) != nil {
+			if err := c.filePage(head); err != nil {
+				return err
+			}
+			fileMapped++
+			continue
+		}
 		n, whole, err := c.page(head)
 		if err != nil {
 			return err
@@ -314,6 +336,9 @@ func (c *checker) pages() error {
 				return fmt.Errorf("%v: map count %d but no PTE maps it", pfn, n)
 			}
 		}
+	}
+	if got := c.m.nrFileMapped.Load(); got != fileMapped {
+		return fmt.Errorf("Mapped counter %d, %d page cache pages are mapped", got, fileMapped)
 	}
 	if got := c.m.nrAnonPages.Load(); got != anon {
 		return fmt.Errorf("AnonPages counter %d, %d frames are mapped", got, anon)
@@ -599,6 +624,16 @@ func (c *checker) reclaim() error {
 			return err
 		}
 	}
+	for _, r := range m.openRegions() {
+		r.mu.Lock()
+		for _, pfn := range r.cache {
+			if err := account(pfn); err != nil {
+				r.mu.Unlock()
+				return err
+			}
+		}
+		r.mu.Unlock()
+	}
 
 	var used, cached int64
 	for _, si := range devs {
@@ -690,8 +725,9 @@ func (c *checker) reclaim() error {
 // CheckFrames accounts for every frame of a pool that this Manager alone
 // uses (as the model test's pools are): each is free, on an LRU list,
 // isolated by reclaim, a page table, one of the zero pages, or the
-// buffer of a swap writeback worker (or of one being created, which
-// widens the count by as much). Run it inside Quiesce: it first waits,
+// buffer of a swap or region writeback worker (or of one being created,
+// which widens the count by as much). A region's journal must then
+// allocate from another pool. Run it inside Quiesce: it first waits,
 // up to a second, for the writes in flight to complete, since a
 // completing write frees its page after it stops counting it as
 // isolated.
@@ -713,6 +749,13 @@ func (m *Manager) CheckFrames() error {
 		st := si.wq.Stats()
 		owned += int64(st.Workers) + 1 // each worker's buffer, and the rescuer's
 		creating += int64(st.Creating)
+	}
+	for _, r := range m.openRegions() {
+		if r.ownQ { // a journal and a queue passed in are the caller's
+			st := r.wq.Stats()
+			owned += int64(st.Workers) + 1
+			creating += int64(st.Creating)
+		}
 	}
 	total, free := int64(m.pool.Frames()), int64(m.pool.FreeFrames())
 	if free+owned > total || free+owned+creating < total {

@@ -39,7 +39,8 @@ const (
 	// OutOfMemory: a page (or page table) could not be allocated
 	// (VM_FAULT_OOM).
 	OutOfMemory
-	// SwapError: the page could not be read back from swap (VM_FAULT_SIGBUS).
+	// SwapError: the page could not be read back from swap, or from the
+	// region a mapping maps (VM_FAULT_SIGBUS).
 	SwapError
 )
 
@@ -58,7 +59,7 @@ type FaultError struct {
 	Addr   uint32
 	Access pgtable.Access
 	Reason FaultReason
-	Err    error // the allocation or swap error behind OutOfMemory/SwapError
+	Err    error // the allocation or read error behind OutOfMemory/SwapError
 }
 
 func (e *FaultError) Error() string {

@@ -10,7 +10,9 @@ import (
 // copy_page_range). Both sides' PTEs of a writable page lose write
 // permission, so the first write on either side copies (or, for the last
 // user, reuses) it. Areas with no anon_vma have no pages to share and are
-// left for the child to fault in, as Linux leaves them.
+// left for the child to fault in, as Linux leaves them; so are page cache
+// pages (mapped read-only in a private area, or shared), which the child
+// finds in the cache.
 func (as *AddressSpace) Fork() (*AddressSpace, error) {
 	as.mmapLock.Lock()
 	defer as.mmapLock.Unlock()
@@ -27,7 +29,7 @@ func (as *AddressSpace) Fork() (*AddressSpace, error) {
 		if v.flags&VMDontCopy != 0 {
 			continue
 		}
-		nv := &VMA{as: child, start: v.start, end: v.end, pgoff: v.pgoff, flags: v.flags}
+		nv := &VMA{as: child, start: v.start, end: v.end, pgoff: v.pgoff, flags: v.flags, file: v.file}
 		anonVMAFork(nv, v)
 		child.linkVMA(nv, prev)
 		child.nrVMAs++
@@ -103,6 +105,10 @@ func (as *AddressSpace) copyPTEs(child *AddressSpace, start, end uint32) error {
 			child.swapents++
 		case pte.Has(pgtable.Special):
 			child.zeroMapped++
+		case regionOf(pool.Page(phys.PFN(pte.PA()>>pgtable.PageShift))) != nil:
+			// A page cache page: the child faults it in from the
+			// cache when it needs it.
+			return true
 		default:
 			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 			if err = pool.Get(pfn); err != nil {

@@ -128,10 +128,11 @@ func (m *Manager) thpAllowed(flags VMFlags) bool {
 
 // thpSuitable is thp_vma_suitable_order: the aligned section around addr
 // lies inside v, and v's page offsets are aligned the same way, so one
-// compound page's Index is linear in it.
+// compound page's Index is linear in it. Region mappings take no huge
+// pages: their page cache is of small pages.
 func (v *VMA) thpSuitable(addr uint32) bool {
 	haddr := addr &^ hugeMask
-	return haddr >= v.start && uint64(haddr)+pgtable.SectionSize <= uint64(v.end) &&
+	return v.file == nil && haddr >= v.start && uint64(haddr)+pgtable.SectionSize <= uint64(v.end) &&
 		(v.start>>pgtable.PageShift-v.pgoff)%hugeNr == 0
 }
 

@@ -30,7 +30,8 @@ const (
 //     and keep their data, but reclaim may discard them instead of
 //     swapping them, unless they are written again first; a read then
 //     sees either the old data or, once discarded, zeroes. A huge page
-//     wholly in the range stays whole.
+//     wholly in the range stays whole. A region mapping, shared or
+//     private, is ErrInvalid (EINVAL), as a file mapping is on Linux.
 //   - MadvHugepage and MadvNohugepage set VM_HUGEPAGE or VM_NOHUGEPAGE:
 //     whether faults may take huge pages under the "madvise" policy, or
 //     never.
@@ -104,6 +105,9 @@ func (as *AddressSpace) dontneed(addr, size uint32) error {
 // held for reading.
 func (as *AddressSpace) free(addr, size uint32) error {
 	return as.eachMapped(addr, size, func(s, e uint32) error {
+		if as.lookup(s).file != nil {
+			return ErrInvalid // only anonymous memory can be freed lazily
+		}
 		as.freeRange(s, e)
 		return nil
 	})

@@ -47,9 +47,15 @@ type Manager struct {
 	lastPID int
 
 	nrAnonPages atomic.Int64 // anonymous frames mapped at least once (NR_ANON_MAPPED)
-	nrAnonVMAs  atomic.Int64
-	nrAVCs      atomic.Int64
-	anonVMASeq  atomic.Uint64
+	// The page cache of every region (filemap.go): pages cached
+	// (NR_FILE_PAGES), mapped at least once (NR_FILE_MAPPED), dirty
+	// (NR_FILE_DIRTY) and under writeback (NR_WRITEBACK's file part).
+	nrFilePages, nrFileMapped, nrFileDirty, nrFileWriteback atomic.Int64
+	regionsMu                                               sync.Mutex // regions; a leaf
+	regions                                                 map[*Region]struct{}
+	nrAnonVMAs                                              atomic.Int64
+	nrAVCs                                                  atomic.Int64
+	anonVMASeq                                              atomic.Uint64
 
 	thpMode atomic.Int32 // THPMode
 	thp     thpStats
@@ -95,6 +101,7 @@ type vmEvents struct {
 	kswapdWakeups, lazyfreeFail                              atomic.Uint64
 	pswpin, pswpout, swapRA                                  atomic.Uint64
 	swapinErrors, swapWriteErrors                            atomic.Uint64
+	pgpgin, pgpgout                                          atomic.Uint64 // KiB read and written by regions
 }
 
 // New makes a Manager over cfg.Pool and allocates the zero page.
@@ -280,6 +287,12 @@ func (m *Manager) Meminfo() []phys.MeminfoLine {
 		}
 	}
 	swapTotal, swapUsed := m.swapTotal.Load(), m.swapUsed.Load()
+	// Regions are the page cache: Cached, as file pages are (a region is
+	// mapped like a file, though Linux would count a block device's own
+	// cache as Buffers). Nothing here is Shmem.
+	lines = append(lines,
+		phys.MeminfoLine{Name: "Buffers", KB: 0},
+		phys.MeminfoLine{Name: "Cached", KB: kb(m.nrFilePages.Load())})
 	return append(lines,
 		phys.MeminfoLine{Name: "SwapCached", KB: kb(m.swapCached.Load())},
 		phys.MeminfoLine{Name: "Active", KB: kb(lru.ActiveAnon + lru.ActiveFile)},
@@ -290,8 +303,11 @@ func (m *Manager) Meminfo() []phys.MeminfoLine {
 		phys.MeminfoLine{Name: "Inactive(file)", KB: kb(lru.InactiveFile)},
 		phys.MeminfoLine{Name: "SwapTotal", KB: kb(swapTotal)},
 		phys.MeminfoLine{Name: "SwapFree", KB: kb(swapTotal - swapUsed)},
-		phys.MeminfoLine{Name: "Writeback", KB: kb(m.writeback.Load())},
+		phys.MeminfoLine{Name: "Dirty", KB: kb(m.nrFileDirty.Load())},
+		phys.MeminfoLine{Name: "Writeback", KB: kb(m.writeback.Load() + m.nrFileWriteback.Load())},
 		phys.MeminfoLine{Name: "AnonPages", KB: kb(s.AnonPages)},
+		phys.MeminfoLine{Name: "Mapped", KB: kb(m.nrFileMapped.Load())},
+		phys.MeminfoLine{Name: "Shmem", KB: 0},
 		phys.MeminfoLine{Name: "PageTables", KB: kb(s.PageTables)},
 		phys.MeminfoLine{Name: "AnonHugePages", KB: kb(s.AnonHugePages * hugeNr)},
 	)
@@ -315,12 +331,15 @@ func (m *Manager) Vmstat() []phys.VmstatLine {
 		phys.VmstatLine{Name: "nr_active_file", Value: uint64(lru.ActiveFile)},
 		phys.VmstatLine{Name: "nr_isolated_anon", Value: uint64(lru.Isolated)},
 		phys.VmstatLine{Name: "nr_anon_pages", Value: uint64(s.AnonPages)},
-		phys.VmstatLine{Name: "nr_writeback", Value: uint64(m.writeback.Load())},
+		phys.VmstatLine{Name: "nr_mapped", Value: uint64(m.nrFileMapped.Load())},
+		phys.VmstatLine{Name: "nr_file_pages", Value: uint64(m.nrFilePages.Load())},
+		phys.VmstatLine{Name: "nr_dirty", Value: uint64(m.nrFileDirty.Load())},
+		phys.VmstatLine{Name: "nr_writeback", Value: uint64(m.writeback.Load() + m.nrFileWriteback.Load())},
 		phys.VmstatLine{Name: "nr_page_table_pages", Value: uint64(s.PageTables)},
 		phys.VmstatLine{Name: "nr_anon_transparent_hugepages", Value: uint64(s.AnonHugePages)},
 		phys.VmstatLine{Name: "nr_swapcached", Value: uint64(m.swapCached.Load())},
-		phys.VmstatLine{Name: "pgpgin", Value: v.pswpin.Load() * 4},
-		phys.VmstatLine{Name: "pgpgout", Value: v.pswpout.Load() * 4},
+		phys.VmstatLine{Name: "pgpgin", Value: v.pswpin.Load()*4 + v.pgpgin.Load()},
+		phys.VmstatLine{Name: "pgpgout", Value: v.pswpout.Load()*4 + v.pgpgout.Load()},
 		phys.VmstatLine{Name: "pswpin", Value: v.pswpin.Load()},
 		phys.VmstatLine{Name: "pswpout", Value: v.pswpout.Load()},
 		phys.VmstatLine{Name: "pgmajfault", Value: v.pgmajfault.Load()},

@@ -33,6 +33,7 @@ type AddressSpace struct {
 	exited     bool
 	zeroMapped int64 // PTEs mapping the zero page
 	rss        int64 // anonymous pages mapped (MM_ANONPAGES)
+	filerss    int64 // page cache pages mapped (MM_FILEPAGES)
 	swapents   int64 // swap PTEs (MM_SWAPENTS)
 	// hugeZeroMapped counts sections mapping the huge zero page.
 	hugeZeroMapped int64
@@ -64,7 +65,7 @@ func (as *AddressSpace) VMAs() []VMAInfo {
 	defer as.mmapLock.RUnlock()
 	var out []VMAInfo
 	for v := as.head; v != nil; v = v.next {
-		out = append(out, VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff})
+		out = append(out, VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff, Region: v.file})
 	}
 	return out
 }
@@ -74,6 +75,7 @@ type VMAInfo struct {
 	Start, End uint32
 	Flags      VMFlags
 	Pgoff      uint32
+	Region     *Region // the region mapped, nil for anonymous memory
 }
 
 const maxFaultRetries = 64
@@ -211,6 +213,8 @@ func (as *AddressSpace) handleFault(addr uint32, acc pgtable.Access) error {
 func (as *AddressSpace) handlePTEFault(v *VMA, va uint32, acc pgtable.Access) error {
 	pte := as.pt.PTE(va)
 	switch {
+	case pte.None() && v.file != nil:
+		return as.doFileFault(v, va, acc)
 	case pte.None() && acc == pgtable.AccessWrite:
 		return as.doAnonymousPage(v, va)
 	case pte.None():
@@ -226,6 +230,11 @@ func (as *AddressSpace) handlePTEFault(v *VMA, va uint32, acc pgtable.Access) er
 	want := pte | pgtable.Young
 	if acc == pgtable.AccessWrite {
 		want |= pgtable.Dirty
+		if v.sharedFile() && !pte.Has(pgtable.Dirty) {
+			// The first store since writeback cleaned the PTE: the
+			// page is dirty before the store can happen.
+			as.mgr.setPageDirty(as.mgr.pool.Page(phys.PFN(pte.PA() >> pgtable.PageShift)))
+		}
 	}
 	if want != pte {
 		as.pt.Set(va, want)
@@ -303,6 +312,16 @@ func (as *AddressSpace) doWPPage(v *VMA, va uint32, pte pgtable.PTE) error {
 	}
 	pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 	pg := as.mgr.pool.Page(pfn)
+	if regionOf(pg) != nil {
+		if v.sharedFile() {
+			// wp_page_shared: the page itself becomes writable, and
+			// dirty.
+			as.mgr.setPageDirty(pg)
+			as.pt.Set(va, pte|pgtable.Write|pgtable.Dirty|pgtable.Young)
+			return nil
+		}
+		return as.wpCopy(v, va, pte, pfn) // a private mapping's copy
+	}
 	if pg.Compound() {
 		// A frame of a compound page is always copied: the page may be
 		// mapped in other frames, by this space or another (wp_can_reuse_anon_folio
@@ -363,6 +382,12 @@ func (as *AddressSpace) wpCopy(v *VMA, va uint32, pte pgtable.PTE, old phys.PFN)
 		as.zeroMapped--
 		as.rss++
 		return nil
+	}
+	if regionOf(pool.Page(old)) != nil {
+		as.mgr.removeFileRmap(old)
+		as.filerss--
+		as.rss++
+		return pool.Put(old) // the old PTE's reference
 	}
 	as.mgr.removeRmapPTE(old)
 	as.mgr.freeSwapCache(old)
@@ -457,6 +482,14 @@ func (as *AddressSpace) zap(start, end uint32) error {
 			as.swapents--
 		case pte.Has(pgtable.Special):
 			as.zeroMapped--
+		case regionOf(pool.Page(phys.PFN(pte.PA()>>pgtable.PageShift))) != nil:
+			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
+			if pte.Has(pgtable.Dirty) {
+				as.mgr.setPageDirty(pool.Page(pfn))
+			}
+			as.mgr.removeFileRmap(pfn)
+			as.filerss--
+			keep(pool.Put(pfn))
 		default:
 			pfn := phys.PFN(pte.PA() >> pgtable.PageShift)
 			as.mgr.removeRmapPTE(pfn)

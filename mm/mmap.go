@@ -6,8 +6,8 @@ import (
 	"yolk/mm/pgtable"
 )
 
-// MapFlags are mmap(2)'s flags beyond MAP_PRIVATE|MAP_ANONYMOUS, which
-// every mapping here is.
+// MapFlags are mmap(2)'s flags. Mmap maps private anonymous memory
+// (MAP_PRIVATE|MAP_ANONYMOUS); MmapRegion takes MapShared or MapPrivate.
 type MapFlags uint8
 
 const (
@@ -15,6 +15,11 @@ const (
 	MapFixed MapFlags = 1 << iota
 	// MapFixedNoReplace: map exactly at addr, or fail with ErrExist.
 	MapFixedNoReplace
+	// MapShared: stores reach the region, and every mapping sees them.
+	MapShared
+	// MapPrivate: stores copy the page into anonymous memory
+	// (copy-on-write), which the region never sees.
+	MapPrivate
 )
 
 // ErrExist: MapFixedNoReplace found the range in use (EEXIST).
@@ -43,6 +48,39 @@ func inWindow(addr, size uint32) bool {
 // range is taken, as Linux's top-down allocator does. The new area is
 // merged with compatible neighbours.
 func (as *AddressSpace) Mmap(addr, length uint32, prot Prot, flags MapFlags) (uint32, error) {
+	if flags&(MapShared|MapPrivate) != 0 {
+		return 0, ErrInvalid // shared anonymous memory is not supported
+	}
+	return as.mmap(addr, length, prot, flags, nil, 0)
+}
+
+// MmapRegion maps length bytes of region r from page-aligned byte offset
+// off, shared or private (flags must hold exactly one of MapShared and
+// MapPrivate), and returns the address (mmap(addr, length, prot, flags,
+// fd, off) of a file). The mapping must lie inside the region: its size
+// is fixed, so there is no end of file to grow past. Other flags and
+// addr are as for Mmap.
+func (as *AddressSpace) MmapRegion(addr, length uint32, prot Prot, flags MapFlags, r *Region, off uint64) (uint32, error) {
+	shared := flags&MapShared != 0
+	if r == nil || shared == (flags&MapPrivate != 0) || off&pageMask != 0 {
+		return 0, ErrInvalid
+	}
+	size, ok := pageAlignLen(length)
+	if !ok || length == 0 || off/pgtable.PageSize+uint64(size/pgtable.PageSize) > r.cfg.Pages {
+		return 0, ErrInvalid
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return 0, ErrRegionClosed
+	}
+	return as.mmap(addr, length, prot, flags, r, off/pgtable.PageSize)
+}
+
+// mmap is do_mmap for anonymous memory (r nil) or a region from page
+// pgoff.
+func (as *AddressSpace) mmap(addr, length uint32, prot Prot, flags MapFlags, r *Region, pgoff uint64) (uint32, error) {
 	// Linux's mmap does not check prot: bits other than read, write and
 	// exec (PROT_SEM, or any unknown one) are ignored (calc_vm_prot_bits).
 	if length == 0 {
@@ -76,10 +114,17 @@ func (as *AddressSpace) Mmap(addr, length uint32, prot Prot, flags MapFlags) (ui
 		}
 	}
 	vf := prot.vmFlags() | VMMayRead | VMMayWrite | VMMayExec
-	if prot&ProtWrite != 0 {
-		vf |= VMAccount
+	v := &VMA{as: as, start: addr, end: addr + size, pgoff: addr >> pgtable.PageShift, file: r}
+	if r != nil {
+		v.pgoff = uint32(pgoff)
+		if flags&MapShared != 0 {
+			vf |= VMShared | VMMayShare
+		}
 	}
-	v := &VMA{as: as, start: addr, end: addr + size, pgoff: addr >> pgtable.PageShift, flags: vf}
+	if prot&ProtWrite != 0 && vf&VMShared == 0 {
+		vf |= VMAccount // private writable: charged to the commit limit
+	}
+	v.flags = vf
 	var prev *VMA
 	if next := as.findVMA(addr); next != nil {
 		prev = next.prev
@@ -214,4 +259,81 @@ func (as *AddressSpace) modifyFlags(addr, size uint32, stopAtHole bool, change f
 		return ErrNotMapped
 	}
 	return nil
+}
+
+// MsyncFlags are msync(2)'s flags.
+type MsyncFlags uint8
+
+const (
+	// MsAsync schedules nothing: writeback is always tracked, and
+	// Linux's MS_ASYNC has done nothing since 2.6.19 either.
+	MsAsync MsyncFlags = 1 << iota
+	// MsInvalidate would drop other mappings' caches; there is one
+	// cache per region, so it does nothing beyond its checks.
+	MsInvalidate
+	// MsSync commits the range's dirty pages and returns when they are
+	// durable.
+	MsSync
+)
+
+// Msync flushes the shared region mappings in [addr, addr+length)
+// (msync(2)): with MsSync, for each region mapped shared there, every
+// dirty page of the range is committed through the region's journal as
+// one transaction, and Msync returns when it is durable. Anonymous and
+// private areas have nothing to write. An unaligned addr or a bad flag
+// combination is ErrInvalid; a hole in the range is ErrNotMapped
+// (ENOMEM), after the areas before it are synced, as Linux does. The
+// mmap lock is not held while the journal commits.
+func (as *AddressSpace) Msync(addr, length uint32, flags MsyncFlags) error {
+	if addr&pageMask != 0 || flags&^(MsAsync|MsInvalidate|MsSync) != 0 || flags&MsAsync != 0 && flags&MsSync != 0 {
+		return ErrInvalid
+	}
+	size, ok := pageAlignLen(length)
+	if !ok || !inWindow(addr, size) {
+		return ErrNotMapped
+	}
+	type span struct {
+		r      *Region
+		lo, hi uint64
+	}
+	var spans []span
+	as.mmapLock.RLock()
+	if as.exited {
+		as.mmapLock.RUnlock()
+		return ErrExited
+	}
+	end := uint64(addr) + uint64(size)
+	cursor := uint64(addr)
+	var holeErr error
+	for v := as.findVMA(addr); v != nil && uint64(v.start) < end; v = v.next {
+		if uint64(v.start) > cursor {
+			holeErr = ErrNotMapped
+			break
+		}
+		if v.sharedFile() {
+			s, e := max(v.start, addr), uint32(min(uint64(v.end), end))
+			spans = append(spans, span{v.file, v.linearIndex(s), v.linearIndex(s) + uint64(e-s)>>pgtable.PageShift})
+		}
+		cursor = uint64(v.end)
+	}
+	if cursor < end {
+		holeErr = ErrNotMapped
+	}
+	as.mmapLock.RUnlock()
+	if flags&MsSync == 0 {
+		return holeErr
+	}
+	// Adjacent areas of one region (split by mprotect) are one range:
+	// one transaction.
+	for i := 0; i < len(spans); i++ {
+		sp := spans[i]
+		for i+1 < len(spans) && spans[i+1].r == sp.r && spans[i+1].lo == sp.hi {
+			sp.hi = spans[i+1].hi
+			i++
+		}
+		if err := sp.r.msync(sp.lo, sp.hi); err != nil {
+			return err
+		}
+	}
+	return holeErr
 }

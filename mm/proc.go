@@ -23,9 +23,12 @@ func (as *AddressSpace) WriteMaps(w io.Writer) error {
 	return b.Flush()
 }
 
-// writeMapsLine is show_map_vma for an anonymous VMA: no file, so offset,
+// writeMapsLine is show_map_vma. An anonymous VMA has no file, so offset,
 // device and inode are zero, and with no name the line ends in the space
-// after the inode.
+// after the inode. A region mapping shows its byte offset in the region
+// and the region's name, padded to the column Linux pads names to on a
+// 32-bit machine (seq_setwidth(25 + 6 * sizeof(void *) - 1), then
+// seq_pad); a region has no device or inode numbers.
 func writeMapsLine(b *bufio.Writer, v *VMA) {
 	perm := func(f VMFlags, c byte) byte {
 		if v.flags&f != 0 {
@@ -37,9 +40,19 @@ func writeMapsLine(b *bufio.Writer, v *VMA) {
 	if v.flags&VMMayShare != 0 {
 		shared = 's'
 	}
-	fmt.Fprintf(b, "%08x-%08x %c%c%c%c %08x %02x:%02x %d \n", v.start, v.end,
-		perm(VMRead, 'r'), perm(VMWrite, 'w'), perm(VMExec, 'x'), shared, 0, 0, 0, 0)
+	if v.file == nil {
+		fmt.Fprintf(b, "%08x-%08x %c%c%c%c %08x %02x:%02x %d \n", v.start, v.end,
+			perm(VMRead, 'r'), perm(VMWrite, 'w'), perm(VMExec, 'x'), shared, 0, 0, 0, 0)
+		return
+	}
+	head := fmt.Sprintf("%08x-%08x %c%c%c%c %08x %02x:%02x %d ", v.start, v.end,
+		perm(VMRead, 'r'), perm(VMWrite, 'w'), perm(VMExec, 'x'), shared, uint64(v.pgoff)<<pgtable.PageShift, 0, 0, 0)
+	fmt.Fprintf(b, "%-*s %s\n", mapsNameColumn, head, v.file.cfg.Name)
 }
+
+// mapsNameColumn is where Linux pads a maps line to before the name on a
+// 32-bit machine: 25 + 6*4 - 1.
+const mapsNameColumn = 48
 
 // memSizeStats is Linux's struct mem_size_stats, in bytes; the PSS sums
 // are fixed point with pssShift fraction bits.
@@ -90,9 +103,11 @@ func (s *memSizeStats) account(pool *phys.Pool, pfn phys.PFN, nr int, entry pgta
 	fp := pool.Page(head)
 	size := uint64(nr) * pgtable.PageSize
 	dirty := entry.Has(pgtable.Dirty) || fp.Test(phys.PGDirty)
-	s.anonymous += size
-	if !fp.Test(phys.PGSwapBacked) && !dirty {
-		s.lazyfree += size
+	if regionOf(fp) == nil {
+		s.anonymous += size
+		if !fp.Test(phys.PGSwapBacked) && !dirty {
+			s.lazyfree += size
+		}
 	}
 	s.resident += size
 	if entry.Has(pgtable.Young) || fp.Test(phys.PGReferenced) {
@@ -160,7 +175,7 @@ func (as *AddressSpace) Smaps() []Smaps {
 
 func (s memSizeStats) smaps(v *VMA, thp bool) Smaps {
 	return Smaps{
-		VMAInfo: VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff},
+		VMAInfo: VMAInfo{Start: v.start, End: v.end, Flags: v.flags, Pgoff: v.pgoff, Region: v.file},
 		Rss:     s.resident, Pss: s.pss >> pssShift, PssDirty: s.pssDirty >> pssShift,
 		SharedClean: s.sharedClean, SharedDirty: s.sharedDirty,
 		PrivateClean: s.privateClean, PrivateDirty: s.privateDirty,

@@ -121,7 +121,7 @@ func (m *Manager) link(v *VMA, av *anonVMA) {
 // anon_vma? Adjacent, flags differing only in what mprotect changes, and
 // contiguous page offsets (anon_vma_compatible).
 func anonVMACompatible(a, b *VMA) bool {
-	return a.end == b.start &&
+	return a.end == b.start && a.file == b.file &&
 		(a.flags^b.flags)&^vmAccessFlags == 0 &&
 		b.pgoff == a.pgoff+(b.start-a.start)>>pgtable.PageShift
 }
@@ -293,6 +293,9 @@ type rmapCand struct {
 // happened to the VMA since.
 func (m *Manager) rmapCandidates(head phys.PFN, nr int, buf []rmapCand) []rmapCand {
 	pg := m.pool.Page(head)
+	if r := regionOf(pg); r != nil {
+		return r.rmapCandidates(pg.Index, buf)
+	}
 	av := anonVMAOf(pg)
 	if av == nil {
 		return buf
@@ -327,8 +330,8 @@ func (m *Manager) rmapWalk(pfn phys.PFN, fn func(mp Mapping, pte pgtable.PTE)) e
 	if _, large := m.pool.LargeCounts(head); large {
 		nr = hugeNr
 	}
-	if anonVMAOf(m.pool.Page(head)) == nil {
-		return errorf("rmap: %v is not an anonymous page", pfn)
+	if hp := m.pool.Page(head); anonVMAOf(hp) == nil && regionOf(hp) == nil {
+		return errorf("rmap: %v is neither anonymous nor a page cache page", pfn)
 	}
 	var stack [16]rmapCand
 	lo, hi := uint32(head.Addr()), uint32(head.Addr())+uint32(nr)<<pgtable.PageShift

@@ -66,20 +66,28 @@ const (
 func (p Prot) vmFlags() VMFlags { return VMFlags(p) & vmAccessFlags } // same bit values
 
 // VMA is a virtual memory area: a range of one address space with one set
-// of flags (Linux's vm_area_struct). Every VMA here is private anonymous.
+// of flags (Linux's vm_area_struct): private anonymous memory, or a
+// shared or private mapping of a journaled region (file, filemap.go).
 //
 // Fields are written with the address space's mmap lock held for writing;
 // start, end and pgoff are also read by rmap walks under the anon_vma root
-// lock, so changes to them take that lock too (see adjust).
+// lock and the region's i_mmap lock, so changes to them take those locks
+// too (see setRange).
 type VMA struct {
 	as         *AddressSpace
 	start, end uint32
-	// pgoff is the page offset of start in the VMA's "file": for anonymous
-	// memory, start's page number when the area was created. Split and
+	// pgoff is the page offset of start in the VMA's file: the region's
+	// page for a region mapping; for anonymous memory, start's page
+	// number when the area was created. Split and
 	// merge keep addr → pgoff linear, which is what lets an anon page's
 	// Index find its address in every VMA that maps it.
 	pgoff uint32
 	flags VMFlags
+	// file is the region the area maps, nil for anonymous memory; fnode
+	// is the area's place in the region's i_mmap tree.
+	file    *Region
+	fnode   inode[*VMA]
+	inImmap bool
 
 	// anonVMA is the VMA's own anon_vma (set on the first anonymous page,
 	// under the page-table lock), chain every anon_vma it is linked to,
@@ -102,6 +110,13 @@ func (v *VMA) Flags() VMFlags { return v.flags }
 
 // Pgoff is the area's page offset.
 func (v *VMA) Pgoff() uint32 { return v.pgoff }
+
+// Region is the region the area maps, or nil for anonymous memory.
+func (v *VMA) Region() *Region { return v.file }
+
+// sharedFile reports a shared mapping of a region: stores reach its page
+// cache.
+func (v *VMA) sharedFile() bool { return v.file != nil && v.flags&VMShared != 0 }
 
 // AddressSpace is the space the area belongs to.
 func (v *VMA) AddressSpace() *AddressSpace { return v.as }
@@ -188,9 +203,11 @@ func (as *AddressSpace) linkVMA(v, prev *VMA) {
 		as.tail = v
 	}
 	as.vmas.insert(&v.node, uint64(v.start), uint64(v.end)-1, v)
+	v.immapInsert()
 }
 
 func (as *AddressSpace) unlinkVMA(v *VMA) {
+	v.immapRemove()
 	as.vmas.remove(&v.node)
 	if v.prev != nil {
 		v.prev.next = v.next
@@ -205,10 +222,14 @@ func (as *AddressSpace) unlinkVMA(v *VMA) {
 	v.prev, v.next = nil, nil
 }
 
-// setRange changes a VMA's range: in the address space's tree, and in the
-// interval tree of every anon_vma it is chained to, under their root lock
-// (vma_adjust's anon_vma_interval_tree_pre/post_update_vma).
+// setRange changes a VMA's range: in the address space's tree, in its
+// region's i_mmap tree, and in the interval tree of every anon_vma it is
+// chained to, under their root lock (vma_adjust's
+// anon_vma_interval_tree_pre/post_update_vma and vma_interval_tree_remove
+// and insert).
 func (as *AddressSpace) setRange(v *VMA, start, end, pgoff uint32) {
+	unlockFile := v.immapLockRemove()
+	defer unlockFile()
 	unlockRoot := lockChainRoot(v)
 	for _, avc := range v.chain {
 		avc.remove()
@@ -227,9 +248,10 @@ func (as *AddressSpace) setRange(v *VMA, start, end, pgoff uint32) {
 // with anon_vma_clone copying the chain of the VMA being split).
 func (as *AddressSpace) split(v *VMA, addr uint32) *VMA {
 	as.splitHugePMDAt(addr)
-	n := &VMA{as: as, start: addr, end: v.end, flags: v.flags, anonVMA: v.anonVMA,
+	n := &VMA{as: as, start: addr, end: v.end, flags: v.flags, file: v.file, anonVMA: v.anonVMA,
 		pgoff: v.pgoff + (addr-v.start)>>pgtable.PageShift}
 	anonVMAClone(n, v)
+	n.immapInsert() // before v shrinks, so that a walk always finds the pages
 	as.setRange(v, v.start, addr, v.pgoff)
 	as.linkVMA(n, v)
 	as.nrVMAs++
@@ -237,10 +259,11 @@ func (as *AddressSpace) split(v *VMA, addr uint32) *VMA {
 }
 
 // canMerge reports whether a and b, a immediately below b, may become one
-// VMA: adjacent, the same flags, contiguous pgoff and mergeable anon_vmas
-// (vma_merge's can_vma_merge_after/before with is_mergeable_anon_vma).
+// VMA: adjacent, the same flags and file, contiguous pgoff and mergeable
+// anon_vmas (vma_merge's can_vma_merge_after/before with
+// is_mergeable_anon_vma).
 func canMerge(a, b *VMA) bool {
-	return a.end == b.start && a.flags == b.flags &&
+	return a.end == b.start && a.flags == b.flags && a.file == b.file &&
 		a.pgoff+a.pages() == b.pgoff && mergeableAnonVMA(a, b)
 }
 
@@ -272,6 +295,7 @@ func (as *AddressSpace) merge(a, b *VMA) *VMA {
 	// Grow a over b's range and take b out of the anon_vma trees in one
 	// critical section, so an rmap walk sees b's pages through exactly one
 	// of the two.
+	unlockFile := a.immapLockRemove()
 	unlockRoot := lockChainRoot(a)
 	for _, avc := range b.chain {
 		avc.remove()
@@ -284,6 +308,7 @@ func (as *AddressSpace) merge(a, b *VMA) *VMA {
 		avc.insert()
 	}
 	unlockRoot()
+	unlockFile()
 	as.removeVMA(b)
 	as.vmas.remove(&a.node)
 	as.vmas.insert(&a.node, uint64(a.start), uint64(a.end)-1, a)

@@ -18,6 +18,10 @@ import (
 //     on a first look marks it PGReferenced and keeps it on the inactive
 //     list (folio_check_references: every mapped page has a reference
 //     from the fault that made it);
+//   - a page cache page (filemap.go): unmapped through the region's
+//     i_mmap tree; freed if clean, else handed to the region's writeback
+//     work, which commits it through the journal and frees it when the
+//     commit is durable;
 //   - lazily freed (not swap-backed): unmapped and freed without I/O if
 //     still clean and unused, a section whole (DiscardLazyFree); a
 //     redirtied one is swap-backed again and activated, without a split;
@@ -249,6 +253,9 @@ func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl, list *[]phys.PFN)
 		}
 	}
 
+	if r := regionOf(pg); r != nil {
+		return m.shrinkFilePage(r, head, sc)
+	}
 	if !pg.Test(phys.PGSwapBacked) {
 		return m.reclaimLazyFree(head, mapped)
 	}

@@ -283,9 +283,9 @@ func TestProcSwapsAndMeminfo(t *testing.T) {
 	for _, l := range m.Meminfo() {
 		names = append(names, l.Name)
 	}
-	assert.Equal(t, []string{"MemTotal", "MemFree", "MemAvailable", "SwapCached", "Active", "Inactive",
+	assert.Equal(t, []string{"MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapCached", "Active", "Inactive",
 		"Active(anon)", "Inactive(anon)", "Active(file)", "Inactive(file)", "SwapTotal", "SwapFree",
-		"Writeback", "AnonPages", "PageTables", "AnonHugePages"}, names, "Linux's order")
+		"Dirty", "Writeback", "AnonPages", "Mapped", "Shmem", "PageTables", "AnonHugePages"}, names, "Linux's order")
 
 	// MADV_FREE moves pages to the file list, where Linux counts them.
 	require.NoError(t, as.Madvise(a+4*pgtable.PageSize, 6*pgtable.PageSize, mm.MadvFree))

@@ -63,6 +63,16 @@ func (j *Journal) checkpoint() error {
 		j.mu.Lock()
 		lt := j.inLog[i]
 		j.mu.Unlock()
+		if lt.live == 0 {
+			// Every record is in a later acknowledged transaction,
+			// which this pass writes home or the log keeps for
+			// recovery to replay: nothing to read or write.
+			j.mu.Lock()
+			j.stats.CheckpointTxSkipped++
+			j.mu.Unlock()
+			lastSeq = lt.seq
+			continue
+		}
 		blocks, stop, err := j.readTransaction(t, lt.pos, lt.seq, lt.blocks)
 		if err != nil {
 			return fmt.Errorf("checkpoint of transaction %d: reading the log: %w", lt.seq, err)
@@ -72,7 +82,7 @@ func (j *Journal) checkpoint() error {
 			return fmt.Errorf("checkpoint of transaction %d: the log no longer holds it: %s", lt.seq, stop)
 		}
 		j.unescape(t)
-		if err := j.writeHome(t); err != nil {
+		if err := j.writeHome(t, lt.seq); err != nil {
 			return fmt.Errorf("checkpoint of transaction %d: %w", lt.seq, err)
 		}
 		records += t.n
@@ -123,13 +133,29 @@ func (j *Journal) checkpoint() error {
 	return nil
 }
 
-// writeHome writes t's records to their home blocks, one request for each
-// run of records that are adjacent both in the buffer and on the device.
-func (j *Journal) writeHome(t *txBuf) error {
+// writeHome writes the records of t, transaction seq, to their home
+// blocks, one request for each run of records that are adjacent both in
+// the buffer and on the device, leaving out the records a later
+// acknowledged transaction has replaced (the log map names it): their
+// newer copy goes home in this pass, or stays in the log for recovery.
+func (j *Journal) writeHome(t *txBuf, seq uint64) error {
 	bs := j.bs
+	current := func(i int) bool {
+		j.mu.Lock()
+		loc, ok := j.logMap.get(t.homes[i])
+		j.mu.Unlock()
+		return !ok || loc.seq <= seq
+	}
 	for i := 0; i < t.n; {
+		if !current(i) {
+			j.mu.Lock()
+			j.stats.CheckpointSkipped++
+			j.mu.Unlock()
+			i++
+			continue
+		}
 		k := i + 1
-		for k < t.n && t.homes[k] == t.homes[k-1]+1 && t.slotOff(k) == t.slotOff(k-1)+bs {
+		for k < t.n && t.homes[k] == t.homes[k-1]+1 && t.slotOff(k) == t.slotOff(k-1)+bs && current(k) {
 			k++
 		}
 		b := t.mem[t.slotOff(i) : t.slotOff(k-1)+bs]

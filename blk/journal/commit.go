@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"sort"
 
 	"yolk/blk"
 )
@@ -48,13 +49,35 @@ func (j *Journal) commitWork(t *txBuf) {
 // mapTransaction enters t's records in the log map as it is acknowledged:
 // from now on ReadBlock reads them from the log until a checkpoint has
 // written them home. Records later in t replace earlier ones for the same
-// home, as they do when written home. Called with mu held; allocates
-// nothing.
+// home, as they do when written home. Each transaction in the log counts
+// its live records, the homes whose newest copy it holds: a record t
+// replaces is no longer live in its older transaction, which the
+// checkpoint then need not write home (jbd2 drops a buffer from an older
+// transaction's checkpoint list when a newer one journals it). Called
+// with mu held, t last in inLog; allocates nothing.
 func (j *Journal) mapTransaction(t *txBuf) {
 	bs := j.bs
+	lt := &j.inLog[len(j.inLog)-1]
 	for i := range t.n {
+		home := t.homes[i]
+		old, had := j.logMap.get(home)
+		if !had || old.seq != t.seq {
+			lt.live++
+			if had {
+				j.superseded(old.seq)
+			}
+		}
 		idx := (t.pos + uint64(t.slotOff(i)/bs)) % j.L
-		j.logMap.put(t.homes[i], logLoc{idx: idx, seq: t.seq, crc: t.crcs[i], escaped: t.escaped[i]})
+		j.logMap.put(home, logLoc{idx: idx, seq: t.seq, crc: t.crcs[i], escaped: t.escaped[i]})
+	}
+}
+
+// superseded takes one live record from transaction seq, still in inLog
+// (the log map only names transactions in it). Called with mu held.
+func (j *Journal) superseded(seq uint64) {
+	i := sort.Search(len(j.inLog), func(i int) bool { return j.inLog[i].seq >= seq })
+	if i < len(j.inLog) && j.inLog[i].seq == seq {
+		j.inLog[i].live--
 	}
 }
 

@@ -54,11 +54,15 @@ type Stats struct {
 	LogBlocks         uint64 // blocks written to the log (data, descriptors, commits)
 	Checkpoints       uint64 // checkpoint passes
 	CheckpointRecords uint64 // records written to their home blocks
-	LogFullWaits      uint64 // commits that had to checkpoint first for log space
-	MaxGroup          uint64 // most handles in one transaction
-	MaxUsed           uint64 // most log blocks live at once
-	LogReads          uint64 // ReadBlock calls served from a log copy
-	HomeReads         uint64 // ReadBlock calls served from the home block
+	// CheckpointSkipped are records a checkpoint did not write home,
+	// and CheckpointTxSkipped transactions it did not even read back: a
+	// later transaction had replaced them.
+	CheckpointSkipped, CheckpointTxSkipped uint64
+	LogFullWaits                           uint64 // commits that had to checkpoint first for log space
+	MaxGroup                               uint64 // most handles in one transaction
+	MaxUsed                                uint64 // most log blocks live at once
+	LogReads                               uint64 // ReadBlock calls served from a log copy
+	HomeReads                              uint64 // ReadBlock calls served from the home block
 }
 
 // Journal is an open journal. Its methods may be called from any goroutine.
@@ -135,6 +139,10 @@ type logTx struct {
 	pos       uint64 // log index of its first block
 	blocks    uint64
 	committed bool // durable and acknowledged
+	// live counts the records whose home's newest acknowledged copy is
+	// this transaction's: 0 means a later transaction replaced every
+	// one, and the checkpoint has nothing of it to write home.
+	live int
 }
 
 // txBuf is one transaction's buffer, laid out exactly as the transaction

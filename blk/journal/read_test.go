@@ -443,3 +443,22 @@ func TestLogMap(t *testing.T) {
 		})
 	}
 }
+
+// A block rewritten by transaction after transaction goes home once per
+// checkpoint: the older copies are left in the log, which is then reused.
+func TestCheckpointSkipsReplacedRecords(t *testing.T) {
+	pool := newPool(t, 16)
+	dev, _ := newDevice(t, 256, 64, 8)
+	j := open(t, dev, pool)
+	for v := 1; v <= 10; v++ {
+		commit(t, j, v, 100)
+	}
+	commit(t, j, 11, 100, 101)
+	require.NoError(t, j.Checkpoint())
+	s := j.Stats()
+	assert.Equal(t, uint64(10), s.CheckpointTxSkipped, "transactions 1 to 10 hold nothing current")
+	assert.Equal(t, uint64(2), s.CheckpointRecords)
+	assert.Equal(t, block(100, 11), readBlock(t, dev, 100))
+	assert.Equal(t, block(101, 11), readBlock(t, dev, 101))
+	require.NoError(t, j.Close())
+}

@@ -52,7 +52,7 @@ func (j *Journal) recover(sb superblock) (Recovery, error) {
 			break
 		}
 		j.unescape(t)
-		if err := j.writeHome(t); err != nil {
+		if err := j.writeHome(t, t.seq); err != nil { // the log map is empty: every record goes home
 			return r, fmt.Errorf("journal: recovery: replaying transaction %d: %w", seq, err)
 		}
 		if r.Transactions == 0 {

@@ -288,7 +288,9 @@ func (r *Region) Stats() RegionStats {
 }
 
 // Close writes back every dirty page, drops the cache and stops the
-// flusher. Every mapping of the region must be gone (ErrRegionBusy).
+// flusher. Every mapping of the region must be gone (ErrRegionBusy). If
+// writeback fails, Close returns its error and drops the pages it could
+// not write all the same.
 // The journal stays open: closing it is the caller's.
 func (r *Region) Close() error {
 	r.immapMu.RLock()
@@ -311,10 +313,17 @@ func (r *Region) Close() error {
 	err := r.Sync()
 	r.wq.Flush()
 	// Reclaim may hold a page isolated for a moment: wait for it to put
-	// it back or free it.
+	// it back or free it. If writeback failed (the journal aborted), the
+	// pages it could not write are dropped all the same, their stores
+	// lost, as Linux's last close of a block device drops what
+	// sync_blockdev could not write (kill_bdev): nothing else would ever
+	// free them once the region is gone.
 	for {
 		r.mu.Lock()
 		for idx, pfn := range r.cache {
+			if pg := r.m.pool.Page(pfn); err != nil && pg.RefCount() == 1 && pg.MapCount() == 0 {
+				r.m.clearPageDirty(pg)
+			}
 			if r.removeLocked(idx, pfn, 1) {
 				r.mu.Unlock()
 				r.m.pool.Put(pfn)
@@ -323,7 +332,7 @@ func (r *Region) Close() error {
 		}
 		left := len(r.cache)
 		r.mu.Unlock()
-		if left == 0 || err != nil {
+		if left == 0 {
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -1074,4 +1083,28 @@ func (as *AddressSpace) doFileFault(v *VMA, va uint32, acc pgtable.Access) error
 	as.filerss++
 	as.pt.Set(va, pgtable.MkPTE(uint32(pfn.Addr()), flags))
 	return nil
+}
+
+// DropCaches drops every clean, unmapped page cache page nobody else
+// holds, of every region (echo 1 > /proc/sys/vm/drop_caches:
+// invalidate_mapping_pages over each address_space), and returns how
+// many it freed. Dirty pages and pages under writeback stay: it writes
+// nothing.
+func (m *Manager) DropCaches() int {
+	n := 0
+	for _, r := range m.openRegions() {
+		r.mu.Lock()
+		var drop []phys.PFN
+		for idx, pfn := range r.cache {
+			if r.removeLocked(idx, pfn, 1) {
+				drop = append(drop, pfn)
+			}
+		}
+		r.mu.Unlock()
+		for _, pfn := range drop {
+			m.pool.Put(pfn)
+		}
+		n += len(drop)
+	}
+	return n
 }

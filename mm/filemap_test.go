@@ -425,3 +425,22 @@ func TestRegionReadErrorIsSIGBUS(t *testing.T) {
 	require.NoError(t, tr.r.Close())
 	require.NoError(t, m.Check())
 }
+
+func TestDropCachesKeepsDirtyAndMappedPages(t *testing.T) {
+	m := newTestManager(t)
+	tr := newTestRegion(t, m, 16, RegionConfig{Readahead: 1})
+	as := newAS(t, m)
+	a := mmapRegion(t, as, tr.r, 4, ProtRead|ProtWrite, MapShared, 0)
+	require.NoError(t, as.Write(a, []byte{1}))      // dirty
+	readPage(t, as, a+pg)                           // mapped, clean
+	require.NoError(t, as.Write(a+2*pg, []byte{2})) // clean after msync, unmapped after munmap
+	require.NoError(t, as.Msync(a+2*pg, pg, MsSync))
+	require.NoError(t, as.Munmap(a+2*pg, 2*pg))
+	assert.Equal(t, 1, m.DropCaches())
+	assert.Equal(t, uint64(8), meminfoKB(m, "Cached"))
+	require.NoError(t, m.Check())
+	b := mmapRegion(t, as, tr.r, 1, ProtRead, MapShared, 2)
+	assert.Equal(t, byte(2), readByte(t, as, b), "read back from the journal")
+	require.NoError(t, as.Exit())
+	tr.close(t)
+}

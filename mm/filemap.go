@@ -573,14 +573,16 @@ func (v *regionView) ReadAt(p []byte, off int64) error {
 
 // Dirty state. Every change of PGDirty on a cache page goes through these,
 // which keep NR_FILE_DIRTY and the time the page was first dirtied (in
-// Private, as nanoseconds since the region opened).
+// Private, as nanoseconds since the region opened, stored atomically: the
+// fault that dirties a page holds a page-table lock, the flusher reading
+// it the region's lock).
 
 // setPageDirty is folio_mark_dirty for a cache page.
 func (m *Manager) setPageDirty(pg *phys.Page) {
 	if !pg.TestAndSet(phys.PGDirty) {
 		m.nrFileDirty.Add(1)
 		if r := regionOf(pg); r != nil {
-			pg.Private = uint64(time.Since(r.epoch))
+			atomic.StoreUint64(&pg.Private, uint64(time.Since(r.epoch)))
 		}
 	}
 }
@@ -651,11 +653,11 @@ func (r *Region) WritebackExpired() (int, error) {
 	defer r.wbMu.Unlock()
 	cutoff := uint64(max(time.Since(r.epoch)-r.cfg.DirtyExpire, 0))
 	pfns := r.collect(0, r.cfg.Pages, func(pg *phys.Page) bool {
-		return pg.Test(phys.PGDirty) && pg.Private <= cutoff
+		return pg.Test(phys.PGDirty) && atomic.LoadUint64(&pg.Private) <= cutoff
 	})
 	defer r.putAll(pfns)
 	slices.SortFunc(pfns, func(a, b phys.PFN) int {
-		pa, pb := r.m.pool.Page(a).Private, r.m.pool.Page(b).Private
+		pa, pb := atomic.LoadUint64(&r.m.pool.Page(a).Private), atomic.LoadUint64(&r.m.pool.Page(b).Private)
 		switch {
 		case pa < pb:
 			return -1

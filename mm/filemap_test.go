@@ -444,3 +444,18 @@ func TestDropCachesKeepsDirtyAndMappedPages(t *testing.T) {
 	require.NoError(t, as.Exit())
 	tr.close(t)
 }
+
+func TestMincoreSeesThePageCache(t *testing.T) {
+	m := newTestManager(t)
+	tr := newTestRegion(t, m, 16, RegionConfig{Readahead: 1})
+	a, b := newAS(t, m), newAS(t, m)
+	pa := mmapRegion(t, a, tr.r, 4, ProtRead, MapShared, 0)
+	pb := mmapRegion(t, b, tr.r, 4, ProtRead, MapPrivate, 0)
+	readByte(t, a, pa+pg)
+	vec, err := b.Mincore(pb, 4*pg)
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0, 1, 0, 0}, vec, "cached by the other space's fault")
+	require.NoError(t, a.Exit())
+	require.NoError(t, b.Exit())
+	tr.close(t)
+}

@@ -377,7 +377,8 @@ func (m *Manager) DiscardLazyFree(pfn phys.PFN) (Discard, error) {
 // Mincore reports which pages of [addr, addr+length) are resident, one
 // byte per page with bit 0 set for a resident one (mincore(2)): mapped,
 // by a PTE or a section, the zero pages included; swapped out or never
-// touched pages are not. A hole in the range is ErrNotMapped (ENOMEM).
+// touched pages are not. In a region mapping, a page in the region's page
+// cache is resident whether this space maps it or not, as for a file. A hole in the range is ErrNotMapped (ENOMEM).
 func (as *AddressSpace) Mincore(addr, length uint32) ([]byte, error) {
 	size, ok := pageAlignLen(length)
 	if addr&pageMask != 0 || !ok || !inWindow(addr, size) {
@@ -393,11 +394,21 @@ func (as *AddressSpace) Mincore(addr, length uint32) ([]byte, error) {
 	defer as.ptl.Unlock()
 	for i := range vec {
 		va := addr + uint32(i)<<pgtable.PageShift
-		if as.lookup(va) == nil {
+		v := as.lookup(va)
+		if v == nil {
 			return nil, ErrNotMapped
 		}
-		if as.pt.Section(va).Present() || as.pt.PTE(va).Present() {
+		pte := as.pt.PTE(va)
+		switch {
+		case as.pt.Section(va).Present() || pte.Present():
 			vec[i] = 1
+		case v.file != nil && pte.None():
+			// A region's page counts if it is in the page cache,
+			// mapped here or not (mincore_page).
+			if pfn, ok := v.file.findGet(v.linearIndex(va)); ok {
+				as.mgr.pool.Put(pfn)
+				vec[i] = 1
+			}
 		}
 	}
 	return vec, nil

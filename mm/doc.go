@@ -1,12 +1,14 @@
 // Package mm is the virtual memory manager: address spaces of private
 // anonymous memory in the ARMv7 task window, their page faults, fork with
 // copy-on-write, anon_vma reverse mapping, transparent huge pages and
-// MADV_FREE, and page reclaim with swap to any block device, on top of
-// the page allocator (mm/phys) and the translation tables (mm/pgtable).
-// It follows Linux's mm in semantics and names; the Linux function each
-// piece models is named beside it, and the files are named after Linux's
-// (rmap, huge_memory, madvise, vmscan, swap, swap_state, swapfile,
-// page_io, oom_kill).
+// MADV_FREE, shared and private mappings of journaled regions of a block
+// device with their page cache, and page reclaim with swap to any block
+// device and writeback through the journal, on top of the page allocator
+// (mm/phys) and the translation tables (mm/pgtable). It follows Linux's
+// mm in semantics and names; the Linux function each piece models is
+// named beside it, and the files are named after Linux's (rmap,
+// huge_memory, madvise, vmscan, swap, swap_state, swapfile, page_io,
+// oom_kill, filemap).
 //
 // # Objects
 //
@@ -19,6 +21,13 @@
 // AddressSpace.Read and Write translate each page with the hardware
 // entries exactly as the MMU would and, on a fault, call the fault handler
 // and retry, like a CPU taking a data abort.
+//
+// A Region (filemap.go) is a range of a block device behind a
+// blk/journal: Linux's address_space of a file. Its page cache indexes
+// pages by offset, its i_mmap interval tree the VMAs that map it; a VMA
+// mapping it has file set and pgoff its page offset in the region.
+// Stores through shared mappings reach the cache; Msync, the flusher and
+// reclaim commit dirty pages as journal transactions.
 //
 // # Faults
 //
@@ -35,21 +44,29 @@
 //   - a swap PTE: the page is taken from the swap cache, or read back
 //     with its neighbours read ahead (swap_state.go); a failed read is a
 //     SwapError (SIGBUS) for this fault alone;
+//   - an empty PTE of a region mapping: the cache page (read in with
+//     read-ahead on a miss), mapped clean; a store through a shared
+//     mapping dirties it, one through a private mapping copies it into a
+//     new anonymous page (filemap.go);
 //   - in an empty section that an eligible area covers whole: a huge page,
 //     or for a read the huge zero page (huge_memory.go); a write to a
 //     write-protected section reuses it, or splits it and copies a page.
 //
 // # Reclaim
 //
-// Every anonymous page mapped or in the swap cache is on one of four LRU
-// lists (swap.go), or isolated by reclaim. kswapd, woken by phys when free
+// Every anonymous page mapped or in the swap cache, and every page cache
+// page, is on one of four LRU lists (swap.go), or isolated by reclaim. kswapd, woken by phys when free
 // memory falls below low, and direct reclaim, phys's Reclaimer, take
 // pages from the inactive lists' tails (vmscan.go): referenced pages get
 // a second chance or are activated, lazily freed ones are dropped without
 // I/O (sections whole), swap-backed ones are split if huge, given a slot
 // and a place in the swap cache, unmapped through the rmap, and written
 // on the device's MemReclaim work queue (page_io.go); the page is freed
-// when the write is acknowledged, and kept, dirty, if it fails. When
+// when the write is acknowledged, and kept, dirty, if it fails. Page
+// cache pages are unmapped through their region's i_mmap tree and
+// dropped if clean; dirty ones go to the region's writeback work, which
+// commits them through the journal on MemReclaim queues and frees them
+// when the commit is durable. When
 // nothing can be reclaimed the OOM killer ends the largest space
 // (oom_kill.go).
 //
@@ -58,7 +75,12 @@
 //	AddressSpace.mmapLock   (mmap_lock) faults, Read/Write and
 //	                        MADV_DONTNEED hold it for reading; Mmap,
 //	                        Munmap, Mprotect, other madvise, Fork and Exit
-//	                        for writing
+//	                        for writing; Msync reads the VMAs under it and
+//	                        commits with it released
+//	  Region.wbMu           one writeback transaction of a region at a time
+//	  Region.immapMu        (i_mmap_rwsem) a region's i_mmap tree, taken
+//	                        with no page-table lock held, before the
+//	                        anon_vma lock when a VMA changes
 //	  AddressSpace.ptl      (page_table_lock) the table, the VMAs' anon_vma
 //	                        fields while a fault sets them, exited; Fork
 //	                        nests the child's under the parent's
@@ -66,6 +88,8 @@
 //	                        degree counter of one fork family
 //	    swapInfo.mu         (si->lock) one swap device's map, clusters,
 //	                        swap cache index and reads in flight
+//	    Region.mu           (i_pages lock) a region's cache index and reads
+//	                        in flight
 //	      lruvec.mu         (lruvec->lru_lock) the LRU lists
 //	        phys's zone lock
 //
@@ -138,6 +162,13 @@
 //   - on a pool the Manager alone uses, every frame is free, on an LRU
 //     list, isolated by reclaim, a page table, a zero page or a swap
 //     writeback worker's buffer (CheckFrames);
-//   - when every address space has exited and the Manager is closed,
-//     every frame is back in the pool.
+//   - each open region's i_mmap tree holds exactly the VMAs mapping it,
+//     at their offsets; each cache page names its region and index, holds
+//     the cache's reference beside its mappings', is mapped only where a
+//     VMA of its region maps that index, never writable through a private
+//     mapping, and dirty in a PTE only if PGDirty; an rmap walk through
+//     i_mmap finds each of its PTEs once; Cached, Dirty, Mapped and the
+//     file writeback count add up (filemap_check.go);
+//   - when every address space has exited, every region is closed and the
+//     Manager is closed, every frame is back in the pool.
 package mm

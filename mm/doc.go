@@ -93,7 +93,8 @@
 //	      lruvec.mu         (lruvec->lru_lock) the LRU lists
 //	        phys's zone lock
 //
-// The page lock (PGLocked) comes before all of these but the mmap lock:
+// The page lock (PGLocked) comes before all of these but the mmap lock
+// and Region.wbMu (writeback locks the pages it commits):
 // reclaim holds it across its rmap walks, and a swap-in fault takes it
 // with the page-table lock dropped (folio_lock), yielding until reclaim
 // lets go. Manager.reclaimMu is read-held by each reclaim pass (never

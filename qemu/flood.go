@@ -28,8 +28,9 @@ import (
 //     pseudo-random bytes at RATE bytes per second for SECS seconds, and is
 //     then closed. The guest never reads these sockets, so their data sits
 //     in its receive queues; writes that block stop at SECS anyway. Any
-//     other first line (or none within 10 s) closes the connection. At most
-//     16 connections are served at once; more are closed on accept.
+//     other first line (or none within two minutes: a client may connect
+//     early and ask later) closes the connection. At most 16 connections
+//     are served at once; more are closed on accept.
 //   - UDP: a datagram "flood RATE SECS SIZE" starts a stream of SIZE-byte
 //     datagrams (64 to 1472) back to its sender at RATE bytes per second
 //     for SECS seconds: traffic for a port the guest has bound. A new
@@ -75,11 +76,11 @@ const (
 	// DefaultFloodSecs is FloodServer.MaxSecs's default.
 	DefaultFloodSecs = 120
 
-	floodMaxConns     = 16               // concurrent TCP connections
-	floodMaxStreams   = 8                // concurrent UDP streams
-	floodChunk        = 4096             // largest TCP write
-	floodLineMax      = 128              // longest request line
-	floodRequestWait  = 10 * time.Second // for the TCP request line
+	floodMaxConns     = 16              // concurrent TCP connections
+	floodMaxStreams   = 8               // concurrent UDP streams
+	floodChunk        = 4096            // largest TCP write
+	floodLineMax      = 128             // longest request line
+	floodRequestWait  = 2 * time.Minute // for the TCP request line
 	floodMinDatagram  = 64
 	floodMaxDatagram  = 1472 // an Ethernet frame's worth of UDP payload
 	floodBindAttempts = 8

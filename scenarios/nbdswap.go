@@ -61,17 +61,37 @@ func nbdswapScenario(env *scenario.Env) error {
 	return pressureWith(env, pressureOpts{rx: plan, minFreeK: env.Args.Int("min_free_kbytes")})
 }
 
-// The flood: eight TCP connections the image never reads, each fed
-// slowly enough (8 KiB/s) that its 64 KiB window fills over the run, not
-// before the pool is under pressure, and together able to hold far more
-// than the gap between min and the atomic watermark of a small pool; and
-// one UDP socket, bound and never read, that the server streams datagrams
-// to at flood_kbps for as long as the run.
+// The flood: eight TCP connections the image never reads, and one UDP
+// socket, bound and never read, that the server streams datagrams to at
+// flood_kbps for as long as the run.
+//
+// The deadlock needs the flood's unread data to grow while reclaim waits
+// on the NBD server's replies: from min, some 40 frames of it take a
+// 4 MiB pool to the atomic watermark, where every ordinary frame is
+// dropped, the replies included, and nothing frees a page again. Data
+// that arrives while the pool is free only makes the working set's share
+// smaller, and once the flood's sockets are full it holds no more and
+// reclaim has the rest of the pool to work in. Started with the workload
+// and fed slowly (8 KiB/s a connection), the flood raced it: if its
+// sockets had filled far enough before the pool first reached its
+// watermarks, reclaim, swapping some 300 pages a second, outpaced what
+// was left of it and the run completed; about half the runs did. So the
+// connections are made first, while the pool is free, the flood is asked
+// for only once free memory is at or below the low watermark, where
+// kswapd wakes and reclaim starts to need the replies (floodStart), and
+// the TCP streams are fast (256 KiB/s, some 1,500 frames a second in all
+// until their windows are full, each frame a receive slot), so that they
+// take the pool past min in tens of milliseconds, faster than reclaim
+// frees pages. (At 1 MiB/s alloc-then-drop, which copies every flood
+// frame below min into the reserve, sometimes ran out of it and dropped
+// an NBD frame.)
 const (
 	floodTCPConns = 8
-	floodTCPRate  = 8 << 10
+	floodTCPRate  = 256 << 10
 	floodSecs     = 600 // the server's own bound; the run closes first
 	floodDatagram = 1024
+	// floodPoll is how often floodStart looks at the pool's free memory.
+	floodPoll = time.Millisecond
 )
 
 // rxPlan is one nbdswap run's receive-path set-up.
@@ -83,9 +103,11 @@ type rxPlan struct {
 	watchdog  time.Duration
 	bound     int
 
-	board   *phys.Pool // the pool rx charged before the run, charged again after
-	conns   []net.Conn // the flood's
-	stalled bool
+	board     *phys.Pool // the pool rx charged before the run, charged again after
+	tcp       []net.Conn // the flood's, asked for nothing yet
+	udp       net.Conn
+	stopFlood func() // stops floodStart
+	stalled   bool
 }
 
 func (p *rxPlan) attach(pool *phys.Pool) {
@@ -108,10 +130,14 @@ func (p *rxPlan) memalloc() func(net.Conn) (func(), error) {
 	return p.rx.Registry().RegisterConn
 }
 
-func (p *rxPlan) startFlood(env *scenario.Env) error {
+// startFlood connects to the flood server, while the pool is free, and
+// starts floodStart, which asks it for the flood once the run's pool is
+// under pressure.
+func (p *rxPlan) startFlood(r *pressureRun) error {
 	if p.floodKBps == 0 {
 		return nil
 	}
+	env := r.env
 	ctx, cancel := context.WithTimeout(context.Background(), jDialTimeout)
 	defer cancel()
 	for range floodTCPConns {
@@ -119,21 +145,53 @@ func (p *rxPlan) startFlood(env *scenario.Env) error {
 		if err != nil {
 			return fmt.Errorf("flood: %w", err)
 		}
-		p.conns = append(p.conns, c)
-		if _, err := fmt.Fprintf(c, "flood %d %d\n", floodTCPRate, floodSecs); err != nil {
-			return fmt.Errorf("flood: %w", err)
-		}
+		p.tcp = append(p.tcp, c)
 	}
 	u, err := net.Dial("udp", p.flood)
 	if err != nil {
 		return fmt.Errorf("flood: %w", err)
 	}
-	p.conns = append(p.conns, u)
-	if _, err := fmt.Fprintf(u, "flood %d %d %d", p.floodKBps<<10, floodSecs, floodDatagram); err != nil {
-		return fmt.Errorf("flood: %w", err)
-	}
+	p.udp = u
 	env.Report("flood", "server", p.flood, "tcp_conns", floodTCPConns, "udp_kbps", p.floodKBps, "datagram", floodDatagram)
+	p.stopFlood = p.floodStart(r)
 	return nil
+}
+
+// floodStart waits for the pool's free memory to reach its low
+// watermark, where kswapd wakes and reclaim starts writing to the NBD
+// server, and then asks the flood server for the flood: on each TCP
+// connection, and on the UDP socket. The returned function stops it.
+func (p *rxPlan) floodStart(r *pressureRun) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(floodPoll)
+		defer t.Stop()
+		for r.pool.FreeFrames() > r.pool.Watermarks().Low {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+		}
+		free := r.pool.FreeFrames()
+		var err error
+		for _, c := range p.tcp {
+			if _, err = fmt.Fprintf(c, "flood %d %d\n", floodTCPRate, floodSecs); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			_, err = fmt.Fprintf(p.udp, "flood %d %d %d", p.floodKBps<<10, floodSecs, floodDatagram)
+		}
+		if err != nil {
+			r.env.Check("flood-start", fmt.Errorf("flood: %w", err))
+			return
+		}
+		r.env.Report("flood-start", "free_kb", free*4, "low_kb", r.pool.Watermarks().Low*4, "t_ms", time.Since(t0).Milliseconds())
+	}()
+	return func() { close(quit); <-done }
 }
 
 // startWatchdog watches the run for progress: swap I/O completed on the
@@ -196,8 +254,14 @@ func (p *rxPlan) startWatchdog(r *pressureRun) (stop func()) {
 // the run's receive-path figures and hands the receive path back to the
 // board's pool.
 func (p *rxPlan) detach(env *scenario.Env) {
-	for _, c := range p.conns {
+	if p.stopFlood != nil {
+		p.stopFlood()
+	}
+	for _, c := range p.tcp {
 		c.Close()
+	}
+	if p.udp != nil {
+		p.udp.Close()
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for p.rx.Sweep(); time.Now().Before(deadline); p.rx.Sweep() {

@@ -447,7 +447,7 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 		"lazyfree_kb", lazy*4, "swap_kb", (dev.Size()>>10)-4, "spaces", 3, "rounds", r.rounds)
 
 	if r.rx != nil {
-		if err := r.rx.startFlood(env); err != nil {
+		if err := r.rx.startFlood(r); err != nil {
 			return err
 		}
 		defer r.rx.startWatchdog(r)()

@@ -31,7 +31,7 @@ func TestVMRunsTheModelAndLeaksNothing(t *testing.T) {
 	}
 	// meminfo's lines in Linux's order, each in its format; the figures
 	// depend on when kswapd ran (an 8 MiB pool is under pressure here).
-	assert.Regexp(t, `\nMemTotal: +\d+ kB\nMemFree: +\d+ kB\nMemAvailable: +\d+ kB\nSwapCached: +\d+ kB\nActive: +\d+ kB\nInactive: +\d+ kB\nActive\(anon\): +\d+ kB\nInactive\(anon\): +\d+ kB\nActive\(file\): +\d+ kB\nInactive\(file\): +\d+ kB\nSwapTotal: +\d+ kB\nSwapFree: +\d+ kB\nWriteback: +\d+ kB\nAnonPages: +\d+ kB\nPageTables: +\d+ kB\nAnonHugePages: +\d+ kB\n`, out)
+	assert.Regexp(t, `\nMemTotal: +\d+ kB\nMemFree: +\d+ kB\nMemAvailable: +\d+ kB\nBuffers: +0 kB\nCached: +0 kB\nSwapCached: +\d+ kB\nActive: +\d+ kB\nInactive: +\d+ kB\nActive\(anon\): +\d+ kB\nInactive\(anon\): +\d+ kB\nActive\(file\): +\d+ kB\nInactive\(file\): +\d+ kB\nSwapTotal: +\d+ kB\nSwapFree: +\d+ kB\nDirty: +0 kB\nWriteback: +\d+ kB\nAnonPages: +\d+ kB\nMapped: +0 kB\nShmem: +0 kB\nPageTables: +\d+ kB\nAnonHugePages: +\d+ kB\n`, out)
 }
 
 func TestVMRejectsBadParameters(t *testing.T) {

@@ -218,12 +218,14 @@ func stopKind(s string) string {
 // its writes, and recovers again.
 func TestCrashDuringRecovery(t *testing.T) {
 	pool := newPool(t, 16)
-	ram, _ := newDevice(t, 128, 48, 8)
+	// A log big enough that five transactions keep it under half full,
+	// where the background checkpoint would start writing them home.
+	ram, _ := newDevice(t, 256, 112, 8)
 	j := open(t, ram, pool)
 	w := &crashWorkload{}
 	r := rand.New(rand.NewPCG(3, 3))
 	for i := range 5 {
-		homes := []uint64{60 + uint64(i), 70 + r.Uint64N(50), 121}
+		homes := []uint64{188 + uint64(i), 198 + r.Uint64N(50), 249}
 		w.homes = append(w.homes, homes)
 		commit(t, j, i+1, homes...)
 	}
@@ -232,7 +234,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 
 	l, err := logwrites.New(crashed)
 	require.NoError(t, err)
-	p, rec, err := checkRecovered(t, l, pool, w, 5, 60, 128)
+	p, rec, err := checkRecovered(t, l, pool, w, 5, 188, 256)
 	require.NoError(t, err)
 	require.Equal(t, 5, p)
 	require.Equal(t, 5, rec.Transactions)
@@ -243,7 +245,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 	for _, cs := range states {
 		dev, err := l.ReplayImage(cs)
 		require.NoError(t, err)
-		_, _, err = checkRecovered(t, dev, pool, w, 5, 60, 128)
+		_, _, err = checkRecovered(t, dev, pool, w, 5, 188, 256)
 		dev.Close()
 		require.NoError(t, err, "recovery after a crash in recovery, state %s", cs.Name)
 	}

@@ -543,10 +543,13 @@ func (j *Journal) kick() {
 	j.cond.Broadcast()
 }
 
-// maybeCheckpoint queues a checkpoint when a handle waits for log space:
-// checkpoints happen when the log fills, as jbd2's do. Called with mu held.
+// maybeCheckpoint queues a checkpoint when a handle waits for log space,
+// and in the background once the log is more than half full, so that a
+// commit seldom finds it full and waits for the checkpoint itself (jbd2
+// checkpoints when free log space falls below a threshold, not only at
+// full). Called with mu held.
 func (j *Journal) maybeCheckpoint() {
-	if j.spaceWaiters > 0 && !j.ckptBusy && j.err == nil && j.hasCommitted() {
+	if (j.spaceWaiters > 0 || 2*j.used > j.L) && !j.ckptBusy && j.err == nil && j.hasCommitted() {
 		j.ckptBusy = true
 		j.queue.Queue(&j.ckptWork)
 	}

@@ -769,15 +769,19 @@ func (r *Region) commit(pfns []phys.PFN) error {
 		b, _ := m.pool.Frame(pfn)
 		err = h.Add(r.home(pg.Index), b)
 		pg.Clear(phys.PGLocked)
+		written = append(written, pfn) // dirty again if anything fails
 		if err != nil {
 			break
 		}
-		written = append(written, pfn)
 	}
 	if err == nil {
 		err = h.Commit()
 	} else {
-		h.Commit() // adds nothing more: ends the handle
+		// Add refuses only what OpenRegion has ruled out (a home outside
+		// the device or inside the log, more blocks than promised), so
+		// this is a bug's path; the handle still has to end, and what it
+		// holds is committed, so the pages are all made dirty again.
+		h.Commit()
 	}
 	for _, pfn := range ours {
 		m.pool.Page(pfn).Clear(phys.PGWriteback)

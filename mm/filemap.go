@@ -615,19 +615,24 @@ func (m *Manager) pageMkclean(pfn phys.PFN) {
 // what Close does, and what a caller may do before a checkpoint.
 func (r *Region) Sync() error {
 	r.wbMu.Lock()
-	defer r.wbMu.Unlock()
 	for {
-		pfns := r.collect(0, r.cfg.Pages, func(pg *phys.Page) bool { return pg.Flags()&(phys.PGDirty|phys.PGWriteback) != 0 })
+		// Dirty pages only: those reclaim handed to the writeback work
+		// stay under writeback until it runs, which needs wbMu.
+		pfns := r.collect(0, r.cfg.Pages, func(pg *phys.Page) bool { return pg.Test(phys.PGDirty) })
 		if len(pfns) == 0 {
-			return nil
+			break
 		}
 		n := min(len(pfns), r.maxTx)
 		err := r.commit(pfns[:n])
 		r.putAll(pfns)
 		if err != nil {
+			r.wbMu.Unlock()
 			return err
 		}
 	}
+	r.wbMu.Unlock()
+	r.wq.Flush() // and reclaim's writeback: durable when it returns
+	return nil
 }
 
 // msync commits the dirty pages of [lo, hi) as one transaction and

@@ -459,3 +459,42 @@ func TestMincoreSeesThePageCache(t *testing.T) {
 	require.NoError(t, b.Exit())
 	tr.close(t)
 }
+
+// Sync while reclaim's writeback of some pages is still queued: it
+// commits the dirty pages and waits for the rest.
+func TestSyncWaitsForReclaimWriteback(t *testing.T) {
+	m := newTestManager(t)
+	tr := newTestRegion(t, m, 64, RegionConfig{Readahead: 1})
+	as := newAS(t, m)
+	a := mmapRegion(t, as, tr.r, 16, ProtRead|ProtWrite, MapShared, 0)
+	for i := uint32(0); i < 16; i++ {
+		require.NoError(t, as.Write(a+i*pg, []byte{byte(i + 1)}))
+	}
+	// Hold the writeback lock so that the pages reclaim hands over wait
+	// in the queue, under writeback, while Sync starts.
+	tr.r.wbMu.Lock()
+	require.NoError(t, as.Madvise(a, 8*pg, MadvPageout))
+	assert.Positive(t, tr.r.Stats().Writeback)
+	require.NoError(t, as.Write(a+12*pg, []byte{0xcc}))
+	tr.r.wbMu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- tr.r.Sync() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Sync did not return with reclaim writeback queued")
+	}
+	assert.Zero(t, tr.r.Stats().Writeback)
+	assert.Zero(t, tr.r.Stats().Dirty)
+	for i := uint64(0); i < 16; i++ {
+		want := byte(i + 1)
+		if i == 12 {
+			want = 0xcc
+		}
+		assert.Equal(t, want, tr.onDevice(t, i)[0], "page %d", i)
+	}
+	require.NoError(t, m.Check())
+	require.NoError(t, as.Exit())
+	tr.close(t)
+}

@@ -767,7 +767,13 @@ func (r *pressureRun) stat() {
 // function is called, which prints a last one.
 func (r *pressureRun) statLoop() (stop func()) {
 	r.start = time.Now()
-	r.stat()
+	return everySecond(r.stat)
+}
+
+// everySecond calls fn now and every second until the returned function
+// is called, which calls it a last time.
+func everySecond(fn func()) (stop func()) {
+	fn()
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -778,24 +784,29 @@ func (r *pressureRun) statLoop() (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
-				r.stat()
+				fn()
 			}
 		}
 	}()
 	return func() {
 		close(quit)
 		<-done
-		r.stat()
+		fn()
 	}
 }
 
 // proc prints a /proc file.
 func (r *pressureRun) proc(name string, write func(*strings.Builder) error) {
+	procFile(r.env, name, write)
+}
+
+// procFile prints a /proc file: a proc line, then the file's text.
+func procFile(env *scenario.Env, name string, write func(*strings.Builder) error) {
 	var b strings.Builder
 	if err := write(&b); err != nil {
-		r.env.Check("proc", err, "file", name)
+		env.Check("proc", err, "file", name)
 		return
 	}
-	r.env.Report("proc", "file", name, "lines", strings.Count(b.String(), "\n"))
-	r.env.Text(b.String())
+	env.Report("proc", "file", name, "lines", strings.Count(b.String(), "\n"))
+	env.Text(b.String())
 }

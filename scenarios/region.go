@@ -279,7 +279,7 @@ func nonzero(n uint64, msg string) error {
 // and its dirty and writeback parts, and the I/O so far.
 func (r *regionRun) statLoop() (stop func()) {
 	start := time.Now()
-	stat := func() {
+	return everySecond(func() {
 		kv := []any{}
 		for _, l := range r.mgr.Meminfo() {
 			switch l.Name {
@@ -292,31 +292,9 @@ func (r *regionRun) statLoop() (stop func()) {
 			kv = append(kv, n, v)
 		}
 		r.env.Report("stat", append(kv, "t_ms", time.Since(start).Milliseconds())...)
-	}
-	stat()
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				stat()
-			}
-		}
-	}()
-	return func() { close(quit); <-done; stat() }
+	})
 }
 
 func (r *regionRun) proc(name string, write func(*strings.Builder) error) {
-	var b strings.Builder
-	if err := write(&b); err != nil {
-		r.env.Check("proc", err, "file", name)
-		return
-	}
-	r.env.Report("proc", "file", name, "lines", strings.Count(b.String(), "\n"))
-	r.env.Text(b.String())
+	procFile(r.env, name, write)
 }

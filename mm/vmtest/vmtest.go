@@ -5,12 +5,17 @@
 //
 // The model is deliberately naive: per address space, a map from page
 // address to the page's protection and contents, where fork copies the
-// map and a write copies the contents it changes. Whatever mm does with
-// page tables, anon_vmas, copy-on-write and swap, every byte read must be
-// what the model says, every refused access must be refused for the
-// model's reason at the model's address, and after every step mm.Check
-// (which compares every page table with the rmap walks, map counts and
-// counters) must pass.
+// map and a write copies the contents it changes. With a journaled region
+// (Config.Region, region.go), a page may map a page of the region, shared
+// (its contents are the region's, which the model keeps once for every
+// space) or private (the region's until this space writes it, then a
+// copy of its own, which fork shares like anonymous memory), and what the
+// journal holds must be the model's region after every msync and sync.
+// Whatever mm does with page tables, anon_vmas, copy-on-write, swap, the
+// page cache and writeback, every byte read must be what the model says,
+// every refused access must be refused for the model's reason at the
+// model's address, and after every step mm.Check (which compares every
+// page table with the rmap walks, map counts and counters) must pass.
 package vmtest
 
 import (
@@ -61,6 +66,12 @@ type Config struct {
 	// it may access, having done what came before; nothing else changes.
 	// Off, any SwapError is a failure.
 	SwapErrors bool
+	// Region, if set, is a journaled region (NewRegion) that mmap maps
+	// shared and private beside anonymous memory, with msync, background
+	// writeback and Sync as operations, and every page's durable contents
+	// checked against the model after each of them and at the end. It
+	// must be unmapped and clean; the caller closes it after Run.
+	Region *Region
 }
 
 // Stats count what a run did.
@@ -78,6 +89,14 @@ type Stats struct {
 	// SwapFaults counts accesses stopped by a failed swap-in read
 	// (Config.SwapErrors).
 	SwapFaults int
+	// With a region: msyncs refused with ErrMsyncTooBig, checks of
+	// durable contents against the model, the region's figures at the
+	// end (mm.RegionStats), and the page cache pages reclaim dropped
+	// (every page read and no longer cached: only reclaim drops pages
+	// while the region is open), clean or once written back.
+	MsyncRefused, DurableChecks int
+	Region                      mm.RegionStats
+	RegionDropped               int64
 }
 
 // EventNames are the vmstat events a run reports in Stats.Events.
@@ -108,6 +127,12 @@ type page struct {
 	// reclaim in any allocation) may drop it at any moment, so a read may
 	// see its data or, from the drop on, zeroes.
 	maybeZero bool
+	// file: the page maps page idx of the region, shared or private. A
+	// shared one has no data of its own; a private one has data once
+	// this space has written it (its anonymous copy), and reads the
+	// region's page until then (runner.content).
+	file, shared bool
+	idx          uint32
 }
 
 type space struct {
@@ -126,16 +151,23 @@ type runner struct {
 	// concurrent: reclaimers run beside this runner (RunConcurrent).
 	concurrent bool
 
+	// reg is the region's model (Config.Region), or nil.
+	reg *regionModel
+
 	// checkMMU's frame maps, kept to be reused: the mappings through which
 	// each frame is readable, and where each writable frame is written.
 	readers map[uint32]int
 	writer  map[uint32]where
+	// ... and with a region, what each frame read is (frameTag), and the
+	// frame each region page is read from.
+	frameIdx, idxFrame map[uint32]uint32
 }
 
 // Run performs cfg.Steps random operations on address spaces of mgr, which
 // must have been created with swap as its Swap (nil: no reclaim ops) and
 // VerifyZeroed set, and have no address spaces. Every space is exited
-// before it returns; the caller checks the pool for leaks.
+// before it returns, and a region (Config.Region) synced and checked
+// page by page against the model; the caller checks the pool for leaks.
 func Run(mgr *mm.Manager, src Source, cfg Config) (Stats, error) {
 	if cfg.MaxSpaces <= 0 {
 		cfg.MaxSpaces = 6
@@ -151,7 +183,13 @@ func Run(mgr *mm.Manager, src Source, cfg Config) (Stats, error) {
 	}
 	r := &runner{mgr: mgr, src: src, cfg: cfg, stats: Stats{Ops: map[string]int{}},
 		readers: map[uint32]int{}, writer: map[uint32]where{}}
-	err := r.run()
+	var err error
+	if cfg.Region != nil {
+		r.reg, err = newRegionModel(cfg.Region)
+	}
+	if err == nil {
+		err = r.run()
+	}
 	r.stats.Events = map[string]uint64{}
 	for _, n := range EventNames {
 		r.stats.Events[n], _ = mgr.VmstatValue(n)
@@ -165,6 +203,14 @@ func Run(mgr *mm.Manager, src Source, cfg Config) (Stats, error) {
 		if err = mgr.Check(); err == nil {
 			err = swapLeak(mgr)
 		}
+	}
+	if err == nil && r.reg != nil {
+		// Every store is durable after a final Sync.
+		err = r.sync()
+	}
+	if r.reg != nil {
+		r.stats.Region = r.reg.R.Stats()
+		r.stats.RegionDropped = int64(r.stats.Region.PagesRead) - r.stats.Region.Cached
 	}
 	return r.stats, err
 }
@@ -264,6 +310,16 @@ func (r *runner) workingSet() int64 {
 }
 
 func (r *runner) step(s *space) (string, error) {
+	if r.reg != nil {
+		switch n := r.src.Intn(400); {
+		case n < 12:
+			return "msync", r.msync(s)
+		case n < 16:
+			return "writeback", r.writeback()
+		case n < 17:
+			return "sync", r.sync()
+		}
+	}
 	switch n := r.src.Intn(100); {
 	case n < 14:
 		return "mmap", r.mmap(s)
@@ -323,10 +379,23 @@ func expectErr(got, want error) error {
 }
 
 func (r *runner) mmap(s *space) error {
+	// A third of the mappings map the region, if there is one: shared or
+	// private, from a page offset that mostly fits.
+	var file, shared bool
+	if r.reg != nil && r.src.Intn(3) == 0 {
+		file, shared = true, r.src.Intn(2) == 0
+	}
 	npages := r.pages()
-	huge := r.src.Intn(3) == 0 // whole sections, often section aligned
+	huge := !file && r.src.Intn(3) == 0 // whole sections, often section aligned
 	if huge {
 		npages = sectionPages * uint32(1+r.src.Intn(2))
+	}
+	var off uint32
+	if file {
+		n := uint32(len(r.reg.data))
+		if off = uint32(r.src.Intn(int(n))); r.src.Intn(4) != 0 && npages <= n {
+			off = uint32(r.src.Intn(int(n - npages + 1)))
+		}
 	}
 	size := npages * pageSize
 	prot := r.prot()
@@ -343,18 +412,34 @@ func (r *runner) mmap(s *space) error {
 	if huge && hint != 0 && r.src.Intn(2) == 0 {
 		hint &^= pgtable.SectionSize - 1
 	}
+	mmap := func(hint, size uint32) (uint32, error) {
+		if !file {
+			return s.as.Mmap(hint, size, prot, flags)
+		}
+		mf := mm.MapPrivate
+		if shared {
+			mf = mm.MapShared
+		}
+		return s.as.MmapRegion(hint, size, prot, flags|mf, r.reg.R, uint64(off)*pageSize)
+	}
 	fixed := flags != 0
+	if file && uint64(off)+uint64(npages) > uint64(len(r.reg.data)) {
+		// A mapping must lie inside the region: it has no end to grow.
+		_, err := mmap(hint, size)
+		r.refused(err)
+		return expectErr(err, mm.ErrInvalid)
+	}
 	if fixed && uint64(hint)+uint64(size) > uint64(pgtable.WindowEnd) {
-		_, err := s.as.Mmap(hint, size, prot, flags)
+		_, err := mmap(hint, size)
 		r.refused(err)
 		return expectErr(err, mm.ErrInvalid)
 	}
 	if flags == mm.MapFixedNoReplace && !s.free(hint, npages) {
-		_, err := s.as.Mmap(hint, size, prot, flags)
+		_, err := mmap(hint, size)
 		r.refused(err)
 		return expectErr(err, mm.ErrExist)
 	}
-	addr, err := s.as.Mmap(hint, size-uint32(r.src.Intn(pageSize)), prot, flags) // unaligned lengths round up
+	addr, err := mmap(hint, size-uint32(r.src.Intn(pageSize))) // unaligned lengths round up
 	if err != nil {
 		return err
 	}
@@ -376,7 +461,7 @@ func (r *runner) mmap(s *space) error {
 		return fmt.Errorf("mmap(%#x, %d pages, %v) returned %#08x, want %#08x", hint, npages, flags, addr, want)
 	}
 	for i := uint32(0); i < npages; i++ {
-		s.pages[addr+i*pageSize] = &page{prot: prot}
+		s.pages[addr+i*pageSize] = &page{prot: prot, file: file, shared: shared, idx: off + i}
 	}
 	return nil
 }
@@ -458,13 +543,22 @@ func (r *runner) madvise(s *space) error {
 	advice := advices[r.src.Intn(len(advices))]
 	err := s.as.Madvise(addr, npages*pageSize, advice)
 	var want error
+advise:
 	for i := uint32(0); i < npages; i++ {
 		a := addr + i*pageSize
 		p := s.pages[a]
 		switch {
 		case p == nil:
 			want = mm.ErrNotMapped
+		case advice == mm.MadvFree && p.file:
+			// Only anonymous memory is freed lazily: EINVAL at the first
+			// area of the region, the areas before it advised, none
+			// after, holes or not.
+			want = mm.ErrInvalid
+			break advise
 		case advice == mm.MadvDontneed:
+			// A private mapping's copy goes, and the region shows
+			// through again; a shared page is the region's still.
 			p.data, p.lazy, p.maybeZero = nil, false, false
 		case advice == mm.MadvFree:
 			// Reclaim may drop it from now on (and MADV_FREE drops it at
@@ -609,14 +703,7 @@ func (r *runner) write(s *space) error {
 	for off := 0; off < len(data); {
 		a := addr + uint32(off)
 		pa := a &^ (pageSize - 1)
-		p := s.pages[pa]
-		var nd [pageSize]byte
-		if p.data != nil {
-			nd = *p.data
-		}
-		c := copy(nd[a-pa:], data[off:])
-		p.data, p.lazy, p.maybeZero = &nd, false, false
-		off += c
+		off += r.store(s.pages[pa], a-pa, data[off:])
 	}
 	return checkFault(err, faddr, reason, ok)
 }
@@ -645,12 +732,7 @@ func (r *runner) fill(s *space) error {
 			}
 			return fmt.Errorf("fill %#08x: %w", addr+off, err)
 		}
-		var nd [pageSize]byte
-		if p.data != nil {
-			nd = *p.data
-		}
-		copy(nd[off:], b[:])
-		p.data, p.lazy, p.maybeZero = &nd, false, false
+		r.store(p, off, b[:])
 	}
 	return nil
 }
@@ -677,8 +759,8 @@ func (r *runner) read(s *space) error {
 		pa := a &^ (pageSize - 1)
 		want := &zero
 		p := s.pages[pa]
-		if p.data != nil {
-			want = p.data
+		if c := r.content(p); c != nil {
+			want = c
 		}
 		w := want[a-pa:]
 		c := min(len(w), len(got)-off)
@@ -842,6 +924,12 @@ func (r *runner) discard(s *space) error {
 	if !ok {
 		return nil
 	}
+	if r.isCachePage(head) {
+		// Reclaim takes page cache pages elsewhere (shrinkFilePage):
+		// DiscardLazyFree is for anonymous pages alone.
+		release()
+		return nil
+	}
 	before, err := r.mappings(head)
 	var d mm.Discard
 	if err == nil {
@@ -985,6 +1073,10 @@ func (r *runner) compareVMAs(s *space) error {
 			if mm.Prot(v.Flags&7) != p.prot || (v.Flags&mm.VMDontCopy != 0) != p.dontfork ||
 				(v.Flags&mm.VMHugepage != 0) != p.hugepage || (v.Flags&mm.VMNoHugepage != 0) != p.nohuge {
 				return fmt.Errorf("VMA %#08x-%#08x flags %#x at %#08x, model has %+v", v.Start, v.End, v.Flags, a, *p)
+			}
+			if (v.Region != nil) != p.file || (v.Flags&mm.VMShared != 0) != p.shared ||
+				p.file && (v.Region != r.reg.R || v.Pgoff+uint32(a-uint64(v.Start))/pageSize != p.idx) {
+				return fmt.Errorf("VMA %#08x-%#08x (region %v, flags %#x, page offset %d) at %#08x, model has %+v", v.Start, v.End, v.Region != nil, v.Flags, v.Pgoff, a, *p)
 			}
 			n++
 		}

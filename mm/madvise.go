@@ -323,8 +323,8 @@ func (m *Manager) DiscardLazyFree(pfn phys.PFN) (Discard, error) {
 		return 0, err
 	}
 	pg := m.pool.Page(head)
-	if pg.Test(phys.PGSwapBacked) {
-		return NotLazyFree, nil
+	if pg.Test(phys.PGSwapBacked) || regionOf(pg) != nil {
+		return NotLazyFree, nil // a page cache page is not swap-backed either
 	}
 	result := Discarded
 	var failed error

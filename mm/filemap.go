@@ -1,6 +1,7 @@
 package mm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -573,16 +574,19 @@ func (v *regionView) ReadAt(p []byte, off int64) error {
 
 // Dirty state. Every change of PGDirty on a cache page goes through these,
 // which keep NR_FILE_DIRTY and the time the page was first dirtied (in
-// Private, as nanoseconds since the region opened, stored atomically: the
-// fault that dirties a page holds a page-table lock, the flusher reading
-// it the region's lock).
+// Private, as nanoseconds since the region opened, under the region's
+// lock: the fault that dirties a page holds a page-table lock, below
+// which Region.mu nests, and the flusher reads it under Region.mu alone.
+// Not an atomic: Private is not 64-bit aligned on 32-bit ARM).
 
 // setPageDirty is folio_mark_dirty for a cache page.
 func (m *Manager) setPageDirty(pg *phys.Page) {
 	if !pg.TestAndSet(phys.PGDirty) {
 		m.nrFileDirty.Add(1)
 		if r := regionOf(pg); r != nil {
-			atomic.StoreUint64(&pg.Private, uint64(time.Since(r.epoch)))
+			r.mu.Lock()
+			pg.Private = uint64(time.Since(r.epoch))
+			r.mu.Unlock()
 		}
 	}
 }
@@ -657,20 +661,24 @@ func (r *Region) WritebackExpired() (int, error) {
 	r.wbMu.Lock()
 	defer r.wbMu.Unlock()
 	cutoff := uint64(max(time.Since(r.epoch)-r.cfg.DirtyExpire, 0))
-	pfns := r.collect(0, r.cfg.Pages, func(pg *phys.Page) bool {
-		return pg.Test(phys.PGDirty) && atomic.LoadUint64(&pg.Private) <= cutoff
-	})
-	defer r.putAll(pfns)
-	slices.SortFunc(pfns, func(a, b phys.PFN) int {
-		pa, pb := atomic.LoadUint64(&r.m.pool.Page(a).Private), atomic.LoadUint64(&r.m.pool.Page(b).Private)
-		switch {
-		case pa < pb:
-			return -1
-		case pa > pb:
-			return 1
+	type aged struct {
+		pfn     phys.PFN
+		dirtied uint64
+	}
+	var old []aged
+	r.mu.Lock()
+	for _, pfn := range r.cache {
+		if pg := r.m.pool.Page(pfn); pg.Test(phys.PGDirty) && pg.Private <= cutoff && r.m.pool.Get(pfn) == nil {
+			old = append(old, aged{pfn, pg.Private})
 		}
-		return 0
-	})
+	}
+	r.mu.Unlock()
+	slices.SortFunc(old, func(a, b aged) int { return cmp.Compare(a.dirtied, b.dirtied) })
+	pfns := make([]phys.PFN, len(old))
+	for i := range old {
+		pfns[i] = old[i].pfn
+	}
+	defer r.putAll(pfns)
 	done := 0
 	for i := 0; i < len(pfns); i += r.maxTx {
 		batch := pfns[i:min(i+r.maxTx, len(pfns))]

@@ -61,7 +61,7 @@ func nbdswapScenario(env *scenario.Env) error {
 	return pressureWith(env, pressureOpts{rx: plan, minFreeK: env.Args.Int("min_free_kbytes")})
 }
 
-// The flood: eight TCP connections the image never reads, and one UDP
+// The flood: sixteen TCP connections the image never reads, and one UDP
 // socket, bound and never read, that the server streams datagrams to at
 // flood_kbps for as long as the run.
 //
@@ -84,10 +84,15 @@ func nbdswapScenario(env *scenario.Env) error {
 // take the pool past min in tens of milliseconds, faster than reclaim
 // frees pages. (At 1 MiB/s alloc-then-drop, which copies every flood
 // frame below min into the reserve, sometimes ran out of it and dropped
-// an NBD frame.)
+// an NBD frame.) Eight such streams still lost the race now and then:
+// their windows (64 KiB each, some 150 frames in all) filled in about as
+// long as reclaim took to free what they had taken, so a fast reclaim
+// could end the flood's growth short of the atomic watermark. Sixteen
+// streams at half the rate bring the same frames a second, so no deeper
+// a burst for alloc-then-drop's reserve, and hold twice as much.
 const (
-	floodTCPConns = 8
-	floodTCPRate  = 256 << 10
+	floodTCPConns = 16
+	floodTCPRate  = 128 << 10
 	floodSecs     = 600 // the server's own bound; the run closes first
 	floodDatagram = 1024
 	// floodPoll is how often floodStart looks at the pool's free memory.
@@ -275,10 +280,13 @@ func (p *rxPlan) detach(env *scenario.Env) {
 		"charged", s.Charged, "slots", s.Slots, "held", s.Held)
 	env.Check("rx-reserve-bound", errIf(s.ReservePeak > s.ReserveBound, "the network held %d reserve frames, over its bound of %d", s.ReservePeak, s.ReserveBound),
 		"reserve_peak", s.ReservePeak, "reserve_bound", s.ReserveBound)
-	if p.mode != "off" {
-		env.Check("rx-memalloc-drops", errIf(s.MemallocDrops != 0, "%d frames of the NBD connection dropped", s.MemallocDrops), "memalloc_drops", s.MemallocDrops)
-	}
 	if p.mode == "classify-first" {
+		// yolk's claim: classified before allocation, with a bounded
+		// reserve, the NBD connection loses no frame. Linux's order
+		// makes no such promise: a flood copied into the reserve before
+		// it is dropped can empty it, and TCP then retransmits what was
+		// lost (the nbdswap line counts memalloc_drops either way).
+		env.Check("rx-memalloc-drops", errIf(s.MemallocDrops != 0, "%d frames of the NBD connection dropped", s.MemallocDrops), "memalloc_drops", s.MemallocDrops)
 		env.Check("rx-no-alloc-for-drops", errIf(s.AllocatedThenDropped != 0, "%d frames copied and then dropped", s.AllocatedThenDropped),
 			"alloc_then_dropped", s.AllocatedThenDropped)
 	}

@@ -898,11 +898,8 @@ func (m *Manager) endFileWrite(r *Region, w *fileWrite, err error) bool {
 	pg.Clear(phys.PGWriteback)
 	if !pg.TestAndSet(phys.PGLocked) {
 		if pg.MapCount() == 0 && r.removePage(w.pfn, 2) {
-			pg.Clear(phys.PGLocked)
-			m.pool.Put(w.pfn) // the cache's
-			m.unisolate(1)
+			m.freeUncached(w.pfn)
 			m.countSteal(w.kswapd, 1)
-			m.pool.Put(w.pfn) // reclaim's, the last
 			return true
 		}
 		pg.Clear(phys.PGLocked)
@@ -931,10 +928,7 @@ func (m *Manager) shrinkFilePage(r *Region, head phys.PFN, sc *scanControl) recl
 	if !r.removePage(head, 2) {
 		return reclaimKeep
 	}
-	pg.Clear(phys.PGLocked)
-	m.pool.Put(head) // the cache's
-	m.unisolate(1)
-	m.pool.Put(head) // reclaim's, the last
+	m.freeUncached(head)
 	return reclaimFreed
 }
 

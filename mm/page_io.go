@@ -99,11 +99,8 @@ func (m *Manager) endWrite(pfn phys.PFN, kswapd bool, err error) bool {
 	pg.Clear(phys.PGWriteback)
 	if !pg.TestAndSet(phys.PGLocked) {
 		if m.freeable(pfn) && m.removeSwapCache(pfn, 2) {
-			pg.Clear(phys.PGLocked)
-			m.pool.Put(pfn) // the cache's
-			m.unisolate(1)
+			m.freeUncached(pfn)
 			m.countSteal(kswapd, 1)
-			m.pool.Put(pfn) // the last
 			return true
 		}
 		pg.Clear(phys.PGLocked)

@@ -302,11 +302,18 @@ func (m *Manager) shrinkLocked(head phys.PFN, sc *scanControl, list *[]phys.PFN)
 	if !m.removeSwapCache(head, 2) {
 		return reclaimKeep
 	}
-	pg.Clear(phys.PGLocked)
-	m.pool.Put(head) // the cache's
-	m.unisolate(1)
-	m.pool.Put(head) // reclaim's, the last
+	m.freeUncached(head)
 	return reclaimFreed
+}
+
+// freeUncached frees a locked, isolated small page its cache (the swap
+// cache or a region's) has just let go of: the cache's reference and
+// reclaim's, the last, are dropped, and it no longer counts as isolated.
+func (m *Manager) freeUncached(pfn phys.PFN) {
+	m.pool.Page(pfn).Clear(phys.PGLocked)
+	m.pool.Put(pfn) // the cache's
+	m.unisolate(1)
+	m.pool.Put(pfn) // reclaim's, the last
 }
 
 // reclaimLazyFree drops a lazily freed page that is still clean, a

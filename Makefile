@@ -136,7 +136,7 @@ test-host:
 	$(GO) test -count=1 -run 'Allocations|AllocatesNothing' ./blk/nbd ./runtime/workqueue ./net/rx
 	$(GO) test -count=1 -tags yolk_debug -run 'Reserve|Throttle|Every|Compound|BadFrees|Concurrent' ./mm/phys
 	@set -o pipefail; $(GO) test -count=1 -run 'TestFragmentation$$' -v ./mm/phys | grep -E 'fragmentation:|^(ok|FAIL)'
-	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestModelOverNBD$$|TestEndlessForkChain$$' -v ./mm/vmtest ./mm | grep -E 'model:|nbdkit-[a-z0-9-]*: map|endless fork chain:|^(ok|FAIL)'
+	@set -o pipefail; $(GO) test -count=1 -run 'TestModel$$|TestModelOverNBD$$|TestEndlessForkChain$$' -v ./mm/vmcheck ./mm | grep -E 'model:|nbdkit-[a-z0-9-]*: map|endless fork chain:|^(ok|FAIL)'
 	@set -o pipefail; $(GO) test -count=1 -run 'TestCrashStates$$|TestCrashStatesTwoRounds$$|TestCrashDuringRecovery$$|TestCommitStalls|TestCommitCompletes' -v ./blk/journal | grep -E 'workload:|crash states:|recovered:|stopped:|crashed in|stalled as expected|rescuer ran|^(ok|FAIL)'
 
 # The QEMU end-to-end tests need the TamaGo toolchain to build the images:
@@ -160,9 +160,9 @@ qemu-tests:
 	YOLK_IMX=$(abspath $(BUILD))/yolk-usbarmory.imx \
 	  $(GO) test -race -count=1 -v -timeout 15m ./tests/
 
-# The host benchmarks, then the image's: the nbdswap min_free_kbytes sweep
-# under QEMU (two at a time), when the TamaGo toolchain is there or can be
-# installed (one SKIP: line otherwise).
+# The host benchmarks, then the image's under QEMU (two at a time): the
+# nbdswap min_free_kbytes sweep and Gorman's test, each once, when the
+# TamaGo toolchain is there or can be installed (one SKIP: line otherwise).
 bench: toolchain-tool
 	@$(MAKE) --no-print-directory deps CMDS="$(NBD_CMDS)"
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx 'yolk/tests')
@@ -176,7 +176,7 @@ bench: toolchain-tool
 bench-qemu:
 	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm nbdkit"
 	$(MAKE) --no-print-directory image TARGET=mx6ullevk
-	YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf $(GO) test -count=1 -run '^$$' -bench 'NBDSwap' -timeout 20m ./tests/
+	YOLK_IMAGE=$(abspath $(BUILD))/yolk-mx6ullevk.elf $(GO) test -count=1 -run '^$$' -bench 'NBDSwap|Gorman' -benchtime=1x -timeout 20m ./tests/
 
 # The tests' own test: each planted bug in mutants/*.patch is applied to a
 # scratch copy of the tree and must make the tests named beside it fail

@@ -11,7 +11,7 @@ import (
 	"yolk/blk"
 	"yolk/mm"
 	"yolk/mm/phys"
-	"yolk/mm/vmtest"
+	"yolk/mm/vmcheck"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 )
@@ -28,7 +28,7 @@ func init() {
 	})
 }
 
-// vm is mm's differential property test run on the image: vmtest drives
+// vm is mm's differential property test run on the image: vmcheck drives
 // random address-space operations on the real pool through the software
 // MMU, compares every byte read and every refused access with a naive
 // model, and runs mm.Check after every step. Then every space has exited,
@@ -93,7 +93,7 @@ func vm(env *scenario.Env) error {
 	// (10000 steps died so at about 80 MB). The heap's size and the cycles
 	// that ran are reported at the end.
 	yield := func(int) { runtime.Gosched() }
-	st, err := vmtest.Run(mgr, rand.New(rand.NewSource(seed)), vmtest.Config{Steps: steps, ViewEvery: 4, Midway: midway, EachStep: yield})
+	st, err := vmcheck.Run(mgr, rand.New(rand.NewSource(seed)), vmcheck.Config{Steps: steps, ViewEvery: 4, Midway: midway, EachStep: yield})
 	if procErr != nil {
 		return procErr
 	}

@@ -1,6 +1,6 @@
 //go:build race
 
-package vmtest
+package vmcheck
 
 // The race detector slows the model test by an order of magnitude; make
 // test runs the full million steps in a separate build without it.

@@ -1,4 +1,4 @@
-package vmtest
+package vmcheck
 
 import (
 	"bytes"
@@ -75,10 +75,10 @@ func NewRegion(mgr *mm.Manager, pages int) (*Region, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if reg.J, err = journal.Open(dev, 0, phys.PageSize, journal.Config{Name: "vmtest", Pool: jpool}); err != nil {
+	if reg.J, err = journal.Open(dev, 0, phys.PageSize, journal.Config{Name: "vmcheck", Pool: jpool}); err != nil {
 		return fail(err)
 	}
-	reg.R, err = mgr.OpenRegion(mm.RegionConfig{Name: "/dev/vmtest", Journal: reg.J, Start: reg.Start, Pages: uint64(pages),
+	reg.R, err = mgr.OpenRegion(mm.RegionConfig{Name: "/dev/vmcheck", Journal: reg.J, Start: reg.Start, Pages: uint64(pages),
 		DirtyExpire: time.Nanosecond, WritebackInterval: -1})
 	if err != nil {
 		return fail(err)

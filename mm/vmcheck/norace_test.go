@@ -1,6 +1,6 @@
 //go:build !race
 
-package vmtest
+package vmcheck
 
 const modelSteps = 1 << 20
 

@@ -1,4 +1,4 @@
-package vmtest
+package vmcheck
 
 // Bytes is a Source reading the fuzzer's input: each choice consumes bytes
 // of it, and when it runs out every choice is 0.

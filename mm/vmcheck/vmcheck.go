@@ -1,4 +1,4 @@
-// Package vmtest drives mm with random sequences of address-space
+// Package vmcheck drives mm with random sequences of address-space
 // operations and checks every step against a reference model: the
 // differential property test of mm, shared by the host tests, the fuzz
 // target and the image's vm scenario.
@@ -16,7 +16,13 @@
 // every refused access must be refused for the model's reason at the
 // model's address, and after every step mm.Check (which compares every
 // page table with the rmap walks, map counts and counters) must pass.
-package vmtest
+//
+// It is a checker, not a test package: like Linux's in-kernel VM
+// self-checks (CONFIG_DEBUG_VM_PGTABLE runs at boot), it runs on the
+// image as well as under go test, so it imports no testing package and
+// reports through errors and Stats; the go test drivers live in its
+// _test files.
+package vmcheck
 
 import (
 	"bytes"

@@ -1,6 +1,6 @@
 //go:build linux
 
-package vmtest
+package vmcheck
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"yolk/mm"
 	"yolk/mm/phys"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // TestModelOverNBD is the pressure run with swap on a real NBD server:
@@ -45,7 +46,7 @@ func TestModelOverNBD(t *testing.T) {
 				for seed := int64(1); seed <= 4; seed++ {
 					t.Run(fmt.Sprint(seed), func(t *testing.T) {
 						t.Parallel()
-						srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20,
+						srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20,
 							Filters: tc.filters, Params: tc.params})
 						fill, fillPages := modelFill(seed)
 						pool, err := phys.New(phys.Config{Mem: make([]byte, modelPoolKiB(seed)<<10), Base: 0x80000000})

@@ -37,8 +37,8 @@ func TestBadBootParameters(t *testing.T) {
 		{"scenario=crash duration=1s", "duration=1s is not a parameter of crash (sleep takes it): crash takes no parameters of its own"},
 		{"verbose", "verbose=true is not a parameter of selftest: selftest takes host, timeout"},
 		// The scenario itself.
-		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, sleep, thp, vm"},
-		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, sleep, thp, vm`},
+		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, vm"},
+		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, vm`},
 		// Values out of range, or not of their kind.
 		{"scenario=vm steps=-1", "steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{"scenario=vm steps=0", "steps=0 is out of range"},
@@ -156,5 +156,5 @@ func TestEveryScenarioDeclaresItsParameters(t *testing.T) {
 		sc, _ := scenario.Lookup(name)
 		assert.NotEmpty(t, sc.Help, name)
 	}
-	assert.Equal(t, []string{"crash", "journal", "meminfo", "nbdswap", "pressure", "region", "selftest", "sleep", "thp", "vm"}, scenario.Names())
+	assert.Equal(t, []string{"crash", "journal", "meminfo", "nbdswap", "pressure", "region", "selftest", "shell", "sleep", "thp", "vm"}, scenario.Names())
 }

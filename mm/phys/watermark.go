@@ -128,6 +128,13 @@ func (p *Pool) MaxMinFreeKbytes() int {
 	return int(lo*(PageSize>>10) + PageSize>>10 - 1)
 }
 
+// WatermarkScaleFactor returns the current vm.watermark_scale_factor.
+func (p *Pool) WatermarkScaleFactor() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.scaleFactor
+}
+
 // SetWatermarkScaleFactor changes vm.watermark_scale_factor (1 to 3000)
 // and recomputes the watermarks.
 func (p *Pool) SetWatermarkScaleFactor(scale int) error {

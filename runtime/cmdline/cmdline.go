@@ -29,14 +29,15 @@ const MaxLen = 4096
 // Params are the parsed key=value parameters. Later keys override earlier
 // ones, as on Linux.
 type Params struct {
-	m map[string]string
+	m     map[string]string
+	flags map[string]bool // keys last given as bare words
 }
 
 // Parse splits s into words and those into parameters. When skipImage is
 // set, the first word is taken to be the image name that QEMU puts in front
 // of the -append text and is dropped.
 func Parse(s string, skipImage bool) (Params, error) {
-	p := Params{m: map[string]string{}}
+	p := Params{m: map[string]string{}, flags: map[string]bool{}}
 	return p, p.Add(s, skipImage)
 }
 
@@ -54,7 +55,11 @@ func (p Params) Add(s string, skipImage bool) error {
 	if skipImage && len(words) > 0 && !strings.Contains(words[0], "=") {
 		words = words[1:]
 	}
-	kv := make([][2]string, 0, len(words))
+	type param struct {
+		k, v string
+		flag bool
+	}
+	kv := make([]param, 0, len(words))
 	for _, w := range words {
 		k, v, ok := strings.Cut(w, "=")
 		if !ok {
@@ -63,12 +68,35 @@ func (p Params) Add(s string, skipImage bool) error {
 		if !validKey(k) {
 			return fmt.Errorf("cmdline: bad parameter name %q", k)
 		}
-		kv = append(kv, [2]string{k, v})
+		kv = append(kv, param{k, v, !ok})
 	}
 	for _, e := range kv {
-		p.m[e[0]] = e[1]
+		p.m[e.k] = e.v
+		if e.flag {
+			p.flags[e.k] = true
+		} else {
+			delete(p.flags, e.k)
+		}
 	}
 	return nil
+}
+
+// Flag reports whether key was last given as a bare word (a flag, whose
+// value is "true"), not as key=value. A bare word may mean something
+// else to whoever knows more (scenario names one: `shell` is
+// scenario=shell).
+func (p Params) Flag(key string) bool { return p.flags[key] }
+
+// Set sets key to value, as if key=value came last on the command line.
+func (p Params) Set(key, value string) {
+	p.m[key] = value
+	delete(p.flags, key)
+}
+
+// Delete removes key.
+func (p Params) Delete(key string) {
+	delete(p.m, key)
+	delete(p.flags, key)
 }
 
 func validKey(k string) bool {

@@ -79,3 +79,22 @@ func TestAddLaysOverBuiltin(t *testing.T) {
 	require.Error(t, p.Add(`img duration=3s =x`, true))
 	assert.Equal(t, "2s", p.String("duration", ""))
 }
+
+func TestBareWordsAreFlags(t *testing.T) {
+	p, err := Parse("img shell verbose=1 quiet", true)
+	require.NoError(t, err)
+	assert.True(t, p.Flag("shell"))
+	assert.True(t, p.Flag("quiet"))
+	assert.False(t, p.Flag("verbose"), "key=value is not a flag")
+	assert.False(t, p.Flag("absent"))
+	// A later key=value makes it a parameter again, and the reverse.
+	require.NoError(t, p.Add("img shell=yes verbose", true))
+	assert.False(t, p.Flag("shell"))
+	assert.True(t, p.Flag("verbose"))
+
+	p.Set("scenario", "shell")
+	p.Delete("quiet")
+	assert.Equal(t, "shell", p.String("scenario", ""))
+	assert.False(t, p.Has("quiet"))
+	assert.False(t, p.Flag("quiet"))
+}

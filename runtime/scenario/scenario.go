@@ -83,6 +83,9 @@ type Env struct {
 	// impossible; nil where nothing can (host tests), and then a watchdog
 	// only reports.
 	Halt func(code int, err error)
+	// Stdin is the console's input, for a scenario that reads it (the
+	// shell); nil where there is none.
+	Stdin io.Reader
 
 	out    *Reporter
 	failed atomic.Bool // Check may be called from several goroutines
@@ -137,6 +140,9 @@ type Scenario struct {
 	// the harness calls it before it has a server to name. The image
 	// never calls it.
 	NBDSize func(args cmdline.Args) int64
+	// Console says the scenario reads the console (Env.Stdin): the QEMU
+	// harness then connects its own input to the image's serial port.
+	Console bool
 }
 
 // DefaultScenario runs when the command line names none.
@@ -251,6 +257,9 @@ func (e *UsageError) Error() string {
 // error, a *UsageError, names each offending key and value and what is
 // allowed, in one line; a run that gets it must exit with ExitUsage.
 func CheckParams(p cmdline.Params) (cmdline.Args, error) {
+	if err := ResolveName(p); err != nil {
+		return cmdline.Args{}, err
+	}
 	name := p.String("scenario", DefaultScenario)
 	specs, ok := Params(name)
 	if !ok {
@@ -340,7 +349,11 @@ func Run(env *Env) (code int) {
 	}()
 	err := ent.Run(env)
 	var bad *cmdline.ParamError
+	var exit *ExitError
 	switch {
+	case errors.As(err, &exit):
+		env.Report("result", "scenario", name, "status", "exit", "code", exit.Code)
+		return exit.Code
 	case errors.As(err, &bad):
 		// A value only the machine can judge (one that must fit the
 		// pool, say): still a bad parameter.

@@ -1,26 +1,17 @@
 // Package usbarmory is the yolk board package for the USB armory Mk II.
 // Importing it on the image selects the board: it pulls in TamaGo's Mk II
-// support (UART2 console on the debug accessory, PMIC, LEDs), sets the Go
-// runtime's RAM size and provides the yolk memory map, Ethernet and exit.
+// support (UART2 console on the debug accessory, PMIC, LEDs) and yolk's
+// i.MX6UL support (board/imx6ul: the memory map, the runtime's RAM size,
+// the pool, the command line), and adds the board's identity, Ethernet and
+// exit.
 //
 // The layout is portable data so host tests validate it; the hardware half
 // is in files built only for GOOS=tamago.
 package usbarmory
 
-import "yolk/board"
-
-// The standard USB armory Mk II has one 512 MiB DDR3 device behind the MMDC
-// at 0x80000000 (i.MX6ULZ/i.MX6UL, IMX6ULLRM 2.2 ARM Platform Memory Map).
-// The 1 GiB variant boots with the same map and leaves the upper half
-// unused.
-const (
-	ddrStart = 0x80000000
-	ddrSize  = 512 << 20
-
-	// RuntimeSize is TamaGo's ddrSize (see board/mx6ullevk).
-	RuntimeSize = 128 << 20
-
-	dmaSize = 4 << 20
+import (
+	"yolk/board"
+	"yolk/board/imx6ul"
 )
 
 // Layout is the board's memory map and identity. Only the UA-MKII-LAN
@@ -31,5 +22,5 @@ var Layout = board.Info{
 	Model:    "USB armory Mk II",
 	Console:  "UART2",
 	Ethernet: "ENET2",
-	Memory:   board.Split(board.Region{Start: ddrStart, Size: ddrSize}, RuntimeSize, dmaSize),
+	Memory:   imx6ul.Memory,
 }

@@ -1,6 +1,6 @@
 //go:build tamago && !linkramsize
 
-package usbarmory
+package imx6ul
 
 // yolk sets the Go runtime's RAM size itself (see ramSize); without the
 // linkramsize tag TamaGo's board would define it too and the link would

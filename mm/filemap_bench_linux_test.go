@@ -17,6 +17,7 @@ import (
 	"yolk/blk/nbd"
 	"yolk/mm/phys"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // Journaled regions on a real NBD server: nbdkit's memory plugin on
@@ -47,7 +48,7 @@ func newNBDRegion(b *testing.B, readahead int) *nbdRegion {
 		}
 		b.Skipf("%v (make deps installs it)", err)
 	}
-	srv := nbdserver.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: benchServerBlocks * phys.PageSize})
+	srv := nbdservertest.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: benchServerBlocks * phys.PageSize})
 	c, err := nbd.Dial(context.Background(), nbd.Config{Addr: srv.Addr, Export: srv.Export})
 	require.NoError(b, err)
 	b.Cleanup(func() { c.Close() })

@@ -19,6 +19,7 @@ import (
 	"yolk/blk/nbd"
 	"yolk/mm/phys"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // TestRegionKilledServer runs the mapped workload of TestRegionCrashStates
@@ -38,7 +39,7 @@ func TestRegionKilledServer(t *testing.T) {
 		maxTx     = 8
 		pages     = 32
 	)
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitFile, Size: (logBlocks + pages) * pg})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitFile, Size: (logBlocks + pages) * pg})
 	m := newCrashManager(t)
 	jpool, err := phys.New(phys.Config{Mem: make([]byte, 1<<20), Base: 0x40000000})
 	require.NoError(t, err)

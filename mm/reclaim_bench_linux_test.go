@@ -14,6 +14,7 @@ import (
 
 	"yolk/blk/nbd"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // Reclaim to a real NBD server: nbdkit's memory plugin on loopback, started
@@ -87,8 +88,8 @@ func runNbdcopy(b *testing.B, srv *nbdserver.Server, file string, size int) time
 func BenchmarkReclaimDirtyNBD(b *testing.B) {
 	const bytes = reclaimPages * pg
 	needNBDTools(b)
-	swapSrv := nbdserver.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
-	copySrv := nbdserver.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
+	swapSrv := nbdservertest.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
+	copySrv := nbdservertest.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
 	c, err := nbd.Dial(context.Background(), nbd.Config{Addr: swapSrv.Addr, Export: swapSrv.Export})
 	require.NoError(b, err)
 	b.Cleanup(func() { c.Close() }) // after the manager's clean-up, which swaps off

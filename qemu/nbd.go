@@ -26,7 +26,7 @@ func (n *NBDServer) Start() ([]string, error) {
 	if cfg.Kind == "" {
 		cfg.Kind = nbdserver.NbdkitMemory
 	}
-	s, err := nbdserver.StartE(cfg)
+	s, err := nbdserver.Start(cfg)
 	if err != nil {
 		return nil, err
 	}

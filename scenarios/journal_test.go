@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 	"yolk/runtime/scenario"
 )
 
@@ -27,7 +28,7 @@ func runJournal(t *testing.T, dialer scenario.Dialer, args string) (int, string)
 }
 
 func TestJournalOnNbdkit(t *testing.T) {
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 16 << 20})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 16 << 20})
 	code, out := runJournal(t, &net.Dialer{}, "nbd="+srv.Addr+" tx=100 blocks=8")
 	require.Equal(t, scenario.ExitPass, code, out)
 	for _, want := range []string{

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/result"
 	"yolk/runtime/scenario"
@@ -56,7 +57,7 @@ func uintField(t *testing.T, l result.Line, key string) uint64 {
 // and in, no OOM kill, the /proc files, and every frame back in both
 // pools.
 func TestPressureOnNbdkit(t *testing.T) {
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: pressureSwapBytes(4, 200)})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: pressureSwapBytes(4, 200)})
 	code, out := runPressure(t, &net.Dialer{}, "nbd="+srv.Addr+" pool=4 rounds=3")
 	require.Equal(t, scenario.ExitPass, code, out)
 	assert.NotContains(t, out, "ok=false")
@@ -120,7 +121,7 @@ func TestPressureOnNbdkit(t *testing.T) {
 // Too small an export is a failed check that says what is wanted, and
 // everything goes back all the same.
 func TestPressureRefusesASmallExport(t *testing.T) {
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 4 << 20})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 4 << 20})
 	code, out := runPressure(t, &net.Dialer{}, "nbd="+srv.Addr+" pool=4")
 	assert.Equal(t, scenario.ExitFail, code, out)
 	assert.Contains(t, out, `yolk: check name=nbd-size ok=false err="the export has 4194304 bytes: want at least 10485760 (10 MiB) to swap a working set of 200% of 4 MiB"`)

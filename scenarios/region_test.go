@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 	"yolk/runtime/scenario"
 )
 
@@ -22,7 +23,7 @@ func runRegion(t *testing.T, args string) (int, string) {
 // The region scenario on the host's TCP stack against nbdkit: the same
 // checks as on the image, two rounds.
 func TestRegionOnNbdkit(t *testing.T) {
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 16 << 20})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 16 << 20})
 	code, out := runRegion(t, "nbd="+srv.Addr+" pool=4 rounds=2")
 	require.Equal(t, scenario.ExitPass, code, out)
 	assert.NotContains(t, out, "ok=false")
@@ -43,7 +44,7 @@ func TestRegionOnNbdkit(t *testing.T) {
 }
 
 func TestRegionRefusesASmallExport(t *testing.T) {
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 4 << 20})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 4 << 20})
 	code, out := runRegion(t, "nbd="+srv.Addr+" pool=4")
 	assert.Equal(t, scenario.ExitFail, code, out)
 	assert.Contains(t, out, "the NBD export has 4194304 bytes, the journal and region need 6291456")

@@ -32,6 +32,7 @@ import (
 	"yolk/mm/phys"
 	"yolk/qemu"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 	"yolk/qemu/toolchain"
 	"yolk/runtime/result"
 )
@@ -474,7 +475,7 @@ func TestTHPScenarioOnTheImage(t *testing.T) {
 func TestJournalOverNBDOnTheImage(t *testing.T) {
 	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 64 << 20})
 	_, port, err := net.SplitHostPort(srv.Addr)
 	require.NoError(t, err)
 	const tx, blocks = "200", "8"

@@ -13,6 +13,7 @@ import (
 	"yolk/blk"
 	"yolk/blk/nbd"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // BenchmarkCommit commits transactions of 62 blocks (248 KiB) to a journal
@@ -35,7 +36,7 @@ func BenchmarkCommit(b *testing.B) {
 		logBlocks = 1 << 17 // 512 MiB
 		homeFrom  = logBlocks
 	)
-	srv := nbdserver.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: exportLen})
+	srv := nbdservertest.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: exportLen})
 	c, err := nbd.Dial(context.Background(), nbd.Config{Addr: srv.Addr, Export: srv.Export})
 	if err != nil {
 		b.Fatal(err)

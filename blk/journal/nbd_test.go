@@ -17,6 +17,7 @@ import (
 	"yolk/blk"
 	"yolk/blk/nbd"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // TestKilledServer runs the journal on a real nbdkit file server and kills
@@ -33,7 +34,7 @@ func TestKilledServer(t *testing.T) {
 		homeFrom  = 256
 		maxTx     = 16
 	)
-	srv := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitFile, Size: devBlocks * testBS})
+	srv := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitFile, Size: devBlocks * testBS})
 	pool := newPool(t, 32)
 	free := pool.FreeFrames()
 	dial := func() *nbd.Client {

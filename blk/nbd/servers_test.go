@@ -28,6 +28,7 @@ import (
 
 	"yolk/blk"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 const testExport = "yolk"
@@ -70,7 +71,7 @@ func TestServers(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
 			const size = 64 << 20
-			s := nbdserver.Start(t, nbdserver.Config{Kind: kind, Size: size, Export: testExport})
+			s := nbdservertest.Start(t, nbdserver.Config{Kind: kind, Size: size, Export: testExport})
 			serverSuite(t, kind, s, size)
 		})
 	}
@@ -275,7 +276,7 @@ func concurrentRoundTrips(t *testing.T, c *Client, workers int, span, base int64
 // acknowledged OK reads back.
 func TestErrorFilter(t *testing.T) {
 	const size, bs = 16 << 20, 4096
-	s := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: size,
+	s := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: size,
 		Filters: []string{"error"}, Params: []string{"error=EIO", "error-pwrite-rate=5%"}})
 	c := dialServer(t, s, nil)
 	// known[i]: block i's contents as acknowledged; nil after a failed
@@ -343,7 +344,7 @@ func TestErrorFilter(t *testing.T) {
 // longer, and fail with ErrTimeout when it is shorter, after which the
 // client reconnects and goes on.
 func TestDelayFilter(t *testing.T) {
-	s := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 1 << 20,
+	s := nbdservertest.Start(t, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: 1 << 20,
 		Filters: []string{"delay"}, Params: []string{"delay-read=300ms"}})
 
 	t.Run("long deadline", func(t *testing.T) {
@@ -393,7 +394,7 @@ func TestServerKilledMidStream(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
 			const size, bs, workers, perWorker = 16 << 20, 4096, 8, 300
-			s := nbdserver.Start(t, nbdserver.Config{Kind: kind, Size: size, Export: testExport})
+			s := nbdservertest.Start(t, nbdserver.Config{Kind: kind, Size: size, Export: testExport})
 			c := dialServer(t, s, func(c *Config) { c.MaxInFlight = 8 })
 			known := make([][]byte, size/bs)
 			var mu sync.Mutex

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/nbdserver/nbdservertest"
 )
 
 // Throughput against nbdkit memory on loopback, beside libnbd's nbdcopy
@@ -28,7 +29,7 @@ const benchExport = 1 << 30
 
 func startMemory(b *testing.B) *nbdserver.Server {
 	b.Helper()
-	return nbdserver.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: benchExport})
+	return nbdservertest.Start(b, nbdserver.Config{Kind: nbdserver.NbdkitMemory, Size: benchExport})
 }
 
 func dialBench(b *testing.B, srv *nbdserver.Server, inFlight int) *Client {

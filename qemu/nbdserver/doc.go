@@ -5,16 +5,18 @@
 // Testing against the servers themselves, rather than a fake, is the
 // point: they differ in what they advertise and in how they answer.
 //
-//	s := nbdserver.Start(t, nbdserver.Config{Kind: nbdserver.QemuNBD})
+//	s, err := nbdserver.Start(nbdserver.Config{Kind: nbdserver.QemuNBD})
 //	// connect to s.Addr, export s.Export; or nbdcopy / nbdinfo s.URI()
 //	s.Kill()    // crash: connections drop, nothing listens
 //	s.Restart() // same address, same backing file
+//	s.Stop()    // and its scratch directory is gone
 //
-// Start skips the test when the server's program is missing or the server
-// does not come up (with one line saying why, e.g. "nbd-server not
-// installed (Debian package nbd-server)"), and fails it instead when the
-// environment variable CI is set, with the server's output. StartE is for
-// benchmarks and programs.
+// A server whose program is missing or that does not come up is a
+// *StartError, with one line saying why (e.g. "nbd-server not installed
+// (Debian package nbd-server)") and the server's output. The package is a
+// plain library, used by the QEMU harness as well as by tests; tests start
+// servers with nbdservertest.Start, which stops them in the test's cleanup
+// and skips (or, under CI, fails) on a StartError.
 //
 // # Ports
 //

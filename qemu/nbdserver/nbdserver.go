@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -207,75 +206,35 @@ func findProgram(name string) (string, error) {
 	return "", err
 }
 
-// startError is a server that could not be started: Start skips on it
-// outside CI. Reason is one line; Output is what the server said.
-type startError struct {
-	kind   Kind
-	reason string
-	output string
+// A StartError is a server that could not be started: its program is
+// missing, or it did not come up. A test helper skips on it outside CI
+// (nbdservertest.Start); anything else from Start is a mistake.
+type StartError struct {
+	Kind Kind
+	// Reason is one line.
+	Reason string
+	// Output is what the server said, if it ran.
+	Output string
 }
 
-func (e *startError) Error() string {
-	msg := fmt.Sprintf("nbdserver: %s: %s", e.kind, e.reason)
-	if out := strings.TrimSpace(e.output); out != "" {
+func (e *StartError) Error() string {
+	msg := fmt.Sprintf("nbdserver: %s: %s", e.Kind, e.Reason)
+	if out := strings.TrimSpace(e.Output); out != "" {
 		msg += "\nserver output:\n\t" + strings.ReplaceAll(out, "\n", "\n\t")
 	}
 	return msg
 }
 
-// Start starts a server for a test and stops it in t's cleanup, logging its
-// output there if the test failed. If the server's program is missing or
-// the server does not start, the test is skipped with the reason, or, when
-// the environment variable CI is set, fails with the reason and the
-// server's output. A bad Config always fails the test.
-func Start(t testing.TB, cfg Config) *Server {
-	t.Helper()
-	if err := validate(cfg); err != nil {
-		t.Fatalf("%v", err)
-		return nil
-	}
-	if err := Available(cfg.Kind); err != nil {
-		skipOrFail(t, err, err.Error())
-		return nil
-	}
-	s, err := start(cfg, t.TempDir(), false)
-	if err != nil {
-		var se *startError
-		if errors.As(err, &se) {
-			skipOrFail(t, err, fmt.Sprintf("%s did not start: %s", cfg.Kind, se.reason))
-		} else {
-			t.Fatalf("%v", err)
-		}
-		return nil
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nbdserver: %s at %s, output:\n%s", s.Kind, s.Addr, s.Output())
-		}
-		if err := s.Stop(); err != nil {
-			t.Errorf("%v", err)
-		}
-	})
-	return s
-}
-
-func skipOrFail(t testing.TB, err error, line string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%v", err)
-		return
-	}
-	t.Skipf("%s", line)
-}
-
-// StartE starts a server for a benchmark or a program; the caller stops it.
-// Its scratch directory (and default backing file) is removed by Stop.
-func StartE(cfg Config) (*Server, error) {
-	if err := validate(cfg); err != nil {
+// Start starts a server; the caller stops it. Its scratch directory (and
+// default backing file) is removed by Stop. A bad Config is an error of
+// its own; a server that is not installed or does not come up is a
+// *StartError.
+func Start(cfg Config) (*Server, error) {
+	if err := Validate(cfg); err != nil {
 		return nil, err
 	}
 	if err := Available(cfg.Kind); err != nil {
-		return nil, &startError{kind: cfg.Kind, reason: err.Error()}
+		return nil, &StartError{Kind: cfg.Kind, Reason: err.Error()}
 	}
 	dir, err := os.MkdirTemp("", "nbdserver-")
 	if err != nil {
@@ -289,8 +248,8 @@ func StartE(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// validate catches configurations that are mistakes whatever the machine.
-func validate(cfg Config) error {
+// Validate catches configurations that are mistakes whatever the machine.
+func Validate(cfg Config) error {
 	if _, _, ok := program(cfg.Kind); !ok {
 		return fmt.Errorf("nbdserver: unknown kind %q", cfg.Kind)
 	}
@@ -364,7 +323,7 @@ func start(cfg Config, dir string, ownDir bool) (*Server, error) {
 			s.p, s.Size, s.flags = p, size, flags
 			return s, nil
 		}
-		var se *startError
+		var se *StartError
 		if i == attempts || !errors.As(err, &se) || !s.portTaken(se) {
 			return nil, err
 		}
@@ -414,8 +373,8 @@ var pickPort = func() (int, error) {
 // portTaken reports whether a failed start is explained by someone else
 // holding the port: the server said so, or (nbd-server, whose daemon's
 // messages go to syslog) the port cannot be bound now.
-func (s *Server) portTaken(se *startError) bool {
-	if strings.Contains(se.output, "Address already in use") {
+func (s *Server) portTaken(se *StartError) bool {
+	if strings.Contains(se.Output, "Address already in use") {
 		return true
 	}
 	l, err := net.Listen("tcp", s.Addr)
@@ -427,13 +386,13 @@ func (s *Server) portTaken(se *startError) bool {
 }
 
 // launch starts the server on s.port and waits until it completes a
-// handshake, or fails with a *startError. It returns the export's size and
+// handshake, or fails with a *StartError. It returns the export's size and
 // transmission flags from that handshake.
 func (s *Server) launch() (_ *proc, size int64, flags uint16, _ error) {
 	bin, _, _ := program(s.Kind)
 	path, err := findProgram(bin)
 	if err != nil {
-		return nil, 0, 0, &startError{kind: s.Kind, reason: err.Error()}
+		return nil, 0, 0, &StartError{Kind: s.Kind, Reason: err.Error()}
 	}
 	args, pidFile, err := s.args()
 	if err != nil {
@@ -441,7 +400,7 @@ func (s *Server) launch() (_ *proc, size int64, flags uint16, _ error) {
 	}
 	mark := s.out.Len()
 	fail := func(format string, a ...any) (*proc, int64, uint16, error) {
-		return nil, 0, 0, &startError{kind: s.Kind, reason: fmt.Sprintf(format, a...), output: s.out.Since(mark)}
+		return nil, 0, 0, &StartError{Kind: s.Kind, Reason: fmt.Sprintf(format, a...), Output: s.out.Since(mark)}
 	}
 	fmt.Fprintf(s.out, "nbdserver: exec %s %s\n", path, strings.Join(quoteAll(args), " "))
 

@@ -8,6 +8,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"runtime/goos"
@@ -43,6 +44,8 @@ type machine interface {
 	Pool() []byte
 	Ethernet() (*enet.ENET, error)
 	Cmdline() (s string, ok bool, err error)
+	// Console is the console's input (after Init), for the shell.
+	Console() io.Reader
 	Exit(code int)
 }
 
@@ -91,6 +94,10 @@ func main() {
 	out.Emit(paramsLine(params, &args))
 
 	env := scenario.NewEnv(out, args, info)
+	if sc, _ := scenario.Lookup(args.String("scenario")); sc.Console {
+		// Only a scenario that reads the console takes its interrupt.
+		env.Stdin = hw.Console()
+	}
 	env.Pool = hw.Pool()
 	if env.Phys, env.PhysErr = managePool(env.Pool, info.Memory.Pool); env.PhysErr != nil {
 		out.Emit(result.New("phys", "managed", false, "err", env.PhysErr.Error()))

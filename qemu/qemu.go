@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -60,6 +61,10 @@ type Config struct {
 	Services []Service
 	// Console, when set, receives every console line as it arrives.
 	Console io.Writer
+	// Stdin, when set, is the console's input (the shell's). A terminal
+	// (an *os.File that is one) is put in raw mode by QEMU, the guest
+	// echoes, Ctrl-C goes to the guest, and Ctrl-A x leaves QEMU.
+	Stdin io.Reader
 }
 
 // Service is something on the host that a scenario talks to.
@@ -95,6 +100,17 @@ func (r *Run) Find(event string, kv ...string) (result.Line, bool) {
 	return result.Find(r.Results, event, kv...)
 }
 
+// Verdict returns the run's verdict: its last result line. A shell's
+// runs print theirs before the shell's own.
+func (r *Run) Verdict() (result.Line, bool) {
+	for i := len(r.Results) - 1; i >= 0; i-- {
+		if r.Results[i].Event == "result" {
+			return r.Results[i], true
+		}
+	}
+	return result.Line{}, false
+}
+
 // Tail returns the last n console lines, for error messages.
 func (r *Run) Tail(n int) string {
 	lines := r.Lines
@@ -123,12 +139,24 @@ func Args(cfg Config, appendLine string) ([]string, error) {
 	}
 	serial := [2]string{"null", "null"}
 	serial[t.ConsoleUART] = "stdio"
-	args := []string{
+	var chardev []string
+	if cfg.Stdin != nil {
+		// signal=off: Ctrl-C is the guest's (the shell cancels the line);
+		// on a terminal the mux's Ctrl-A x still ends QEMU.
+		mux := "off"
+		if isTerminal(cfg.Stdin) {
+			mux = "on"
+		}
+		chardev = []string{"-chardev", "stdio,id=console,signal=off,mux=" + mux}
+		serial[t.ConsoleUART] = "chardev:console"
+	}
+	args := append([]string{
 		"-machine", t.Machine, "-cpu", t.CPU, "-m", mem,
-		"-nographic", "-monitor", "none", "-semihosting",
+		"-nographic", "-monitor", "none", "-semihosting"}, chardev...)
+	args = append(args,
 		"-serial", serial[0], "-serial", serial[1],
 		"-net", "nic,model=imx.enet,netdev=net0", "-netdev", "user,id=net0",
-	}
+	)
 	if appendLine != "" {
 		args = append(args, "-append", appendLine)
 	}
@@ -175,6 +203,7 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	cmd.Stdin = cfg.Stdin
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -226,6 +255,16 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 		return run, fmt.Errorf("qemu: image reported exit code %q but QEMU exited with %d", reported.Value("code"), run.ExitCode)
 	}
 	return run, nil
+}
+
+// isTerminal reports whether r is a terminal (a character device).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // ImageStatus returns the exit status the image gave, and whether it gave

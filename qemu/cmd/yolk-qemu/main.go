@@ -72,16 +72,21 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 	}
 
 	cfg := qemu.Config{Image: *image, Target: *target, Timeout: *timeout, Console: os.Stdout, Append: flag.Args()}
+	// The image judges the command line; here it is only read for the
+	// scenario's name (a bare word may give it: shell). One it cannot
+	// parse goes to the image as it is.
+	name := scenario.DefaultScenario
+	p, perr := cmdline.Parse(strings.Join(flag.Args(), " "), false)
+	if perr == nil && scenario.ResolveName(p) == nil {
+		name = p.String("scenario", name)
+	}
+	if sc, ok := scenario.Lookup(name); ok && sc.Console {
+		cfg.Stdin = os.Stdin // the shell reads the console: this terminal
+	}
 	if *services {
-		// The image judges the command line; here it is only read for the
-		// scenario's name. One it cannot parse goes to the image as it is.
-		name := scenario.DefaultScenario
 		size := *nbdSize
-		if p, err := cmdline.Parse(strings.Join(flag.Args(), " "), false); err == nil {
-			name = p.String("scenario", name)
-			if size == 0 {
-				size = max(nbdserver.DefaultSize, scenario.NBDSize(p))
-			}
+		if perr == nil && size == 0 {
+			size = max(nbdserver.DefaultSize, scenario.NBDSize(p))
 		}
 		if specs, ok := scenario.Params(name); ok {
 			cfg.Services, cfg.Append = qemu.PlanServices(flag.Args(), specs,
@@ -132,7 +137,7 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 
 // verdict says in a phrase what the image's status means.
 func verdict(run *qemu.Run, err error) string {
-	v, ok := run.Find("result")
+	v, ok := run.Verdict()
 	switch {
 	case !ok && run.ExitCode == scenario.ExitFatal:
 		return "the Go runtime died (no verdict; the panic is above)"

@@ -736,10 +736,17 @@ func (r *pressureRun) vmstat(name string) uint64 {
 	return v
 }
 
-// stat prints one stat line: free memory, the LRU lists, swap in use,
-// and the swap traffic so far.
+// stat prints one stat line: free memory and the pool's watermarks, the
+// LRU lists, swap in use, and the swap traffic so far, sizes in kB.
+//
+// lazyfree_kb is what MADV_FREE left on the file LRU and reclaim has not
+// yet discarded or found written again: Active(file) + Inactive(file) -
+// Cached, the nearest Linux's meminfo comes to a LazyFree line
+// (lru_lazyfree moves a page to the inactive file list; LazyFree itself
+// is only in smaps, and summing the spaces' smaps here would race with
+// fork adding a space).
 func (r *pressureRun) stat() {
-	var free, active, inactive, swapTotal, swapFree uint64
+	var free, active, inactive, fileLRU, cached, swapTotal, swapFree uint64
 	for _, l := range r.mgr.Meminfo() {
 		switch l.Name {
 		case "MemFree":
@@ -748,13 +755,20 @@ func (r *pressureRun) stat() {
 			active = l.KB
 		case "Inactive":
 			inactive = l.KB
+		case "Active(file)", "Inactive(file)":
+			fileLRU += l.KB
+		case "Cached":
+			cached = l.KB
 		case "SwapTotal":
 			swapTotal = l.KB
 		case "SwapFree":
 			swapFree = l.KB
 		}
 	}
-	kv := []any{"free_kb", free, "active_kb", active, "inactive_kb", inactive,
+	wm := r.pool.Watermarks()
+	kb := func(frames uint64) uint64 { return frames * (phys.PageSize >> 10) }
+	kv := []any{"free_kb", free, "min_kb", kb(wm.Min), "low_kb", kb(wm.Low), "high_kb", kb(wm.High),
+		"active_kb", active, "inactive_kb", inactive, "lazyfree_kb", fileLRU - min(cached, fileLRU),
 		"swap_used_kb", swapTotal - swapFree, "pswpin", r.vmstat("pswpin"), "pswpout", r.vmstat("pswpout"),
 		"pgmajfault", r.vmstat("pgmajfault")}
 	if r.rx != nil {

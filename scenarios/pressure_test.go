@@ -97,7 +97,10 @@ func TestPressureOnNbdkit(t *testing.T) {
 	for _, f := range stat.Fields {
 		keys = append(keys, f.Key)
 	}
-	assert.Equal(t, []string{"free_kb", "active_kb", "inactive_kb", "swap_used_kb", "pswpin", "pswpout"}, keys[:6])
+	assert.Equal(t, []string{"free_kb", "min_kb", "low_kb", "high_kb", "active_kb", "inactive_kb", "lazyfree_kb",
+		"swap_used_kb", "pswpin", "pswpout"}, keys[:10])
+	minKB, lowKB, highKB := uintField(t, stat, "min_kb"), uintField(t, stat, "low_kb"), uintField(t, stat, "high_kb")
+	assert.True(t, 0 < minKB && minKB < lowKB && lowKB < highKB && highKB < 4096, "the 4 MiB pool's watermarks: %s", stat)
 	for _, want := range []string{
 		"yolk: proc file=/proc/meminfo ",
 		"\nMemTotal:           4096 kB\n",

@@ -12,6 +12,11 @@
 // scenario says its run needs if more (pressure's swap for its working
 // set). The image checks every parameter itself.
 //
+// A run that prints stat lines (pressure, nbdswap) is plotted: -plot FILE
+// gets a PNG of them against time (package yolk/qemu/plot) and FILE with
+// .csv for its extension the figures behind it; by default FILE is
+// yolk-SCENARIO.png beside the image, and -plot= writes none.
+//
 // Exit status: the image's whenever it gave one (0 pass, 1 fail, 2 bad
 // parameters, 3 the scenario panicked, 4 the Go runtime died, 5 the
 // scenario's watchdog found the machine stalled); otherwise
@@ -22,15 +27,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"yolk/qemu"
 	"yolk/qemu/nbdserver"
+	"yolk/qemu/plot"
 	"yolk/runtime/cmdline"
 	"yolk/runtime/scenario"
 	_ "yolk/scenarios" // the scenarios the image has, for their parameters
@@ -49,6 +57,7 @@ func main() {
 	target := flag.String("target", "mx6ullevk", "board target (mx6ullevk or usbarmory)")
 	timeout := flag.Duration("timeout", 120*time.Second, "kill QEMU after this long")
 	services := flag.Bool("services", true, "start the host services the scenario's parameters point at, unless given")
+	plotFile := flag.String("plot", "auto", "write the run's stat lines as a PNG plot to this file, and as CSV beside it (auto: yolk-SCENARIO.png beside the image; empty: no plot)")
 	nbdSize := flag.Int64("nbd-size", 0, "size in bytes of the nbdkit memory server started for nbd= (0: 64 MiB, or what the scenario needs if more)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: yolk-qemu -image ELF [flags] [key=value ...]\n")
@@ -132,7 +141,46 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 				s.Addr(), st.TCPBytes, st.TCPConns, st.UDPDatagrams, st.UDPBytes, st.UDPStreams)
 		}
 	}
+	if *plotFile != "" {
+		writePlot(run, plotPath(*plotFile, *image, run))
+	}
 	os.Exit(code)
+}
+
+// plotPath is where -plot puts the run's plot: the flag's file, or for
+// auto yolk-SCENARIO.png beside the image.
+func plotPath(flagValue, image string, run *qemu.Run) string {
+	if flagValue != "auto" {
+		return flagValue
+	}
+	name := scenario.DefaultScenario
+	if p, ok := run.Find("params"); ok && p.Value("scenario") != "" {
+		name = p.Value("scenario")
+	}
+	return filepath.Join(filepath.Dir(image), "yolk-"+name+".png")
+}
+
+// writePlot plots the run's stat lines to path, with the CSV beside it,
+// and says where; a run without stat lines gets no plot and no word.
+// A plot that cannot be made is reported but does not change the
+// harness's exit status, which is the image's.
+func writePlot(run *qemu.Run, path string) {
+	stats, err := plot.FromResults(run.Results)
+	if errors.Is(err, plot.ErrNoStats) {
+		return
+	}
+	var csvPath string
+	if err == nil {
+		var fig *plot.Figure
+		if fig, err = plot.Build(plot.Title(run.Results), stats); err == nil {
+			csvPath, err = fig.Save(path, stats)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "yolk-qemu: no plot: %v\n", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "yolk-qemu: plot of %d stat lines in %s, data in %s\n", stats.Lines(), path, csvPath)
 }
 
 // verdict says in a phrase what the image's status means.

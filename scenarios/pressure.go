@@ -24,7 +24,7 @@ import (
 func init() {
 	scenario.Register(scenario.Scenario{
 		Name:    "pressure",
-		Help:    "carve a pool= MiB pool out of the board's for a memory manager of its own, swap to the NBD server nbd=HOST:PORT, and run an anonymous working set of ws= percent of that pool in three address spaces (two sharing pages since fork, one with huge pages and MADV_FREE) for rounds= rounds, writing every page and checking every byte; a stat line every second, /proc/meminfo, vmstat and swaps at the end",
+		Help:    "carve a pool= MiB pool out of the board's for a memory manager of its own, swap to the NBD server nbd=HOST:PORT, and run an anonymous working set of ws= percent of that pool in spaces= address spaces (two sharing pages since fork, one with huge pages and MADV_FREE, the rest each writing an area of its own) for rounds= rounds, writing every page and checking every byte; a stat line every second, /proc/meminfo, vmstat and swaps at the end",
 		Params:  pressureParams(100, "the working set, in percent of pool="),
 		NBDSize: pressureNBDSize,
 		Run:     pressureScenario,
@@ -45,6 +45,8 @@ func pressureParams(wsMin int64, wsHelp string) []cmdline.Spec {
 		{Name: "ws", Value: cmdline.Int{Min: wsMin, Max: 400}, Default: "200", Help: wsHelp},
 		{Name: "rounds", Value: cmdline.Int{Min: 2, Max: 1000}, Default: "2",
 			Help: "rounds of writing every page and reading every byte back"},
+		{Name: "spaces", Value: cmdline.Int{Min: pMinSpaces, Max: pMaxSpaces}, Default: fmt.Sprint(pMinSpaces),
+			Help: "address spaces sharing the working set: P, its fork C and Q, and beyond those, spaces that each write an area of their own in every round, as the processes of Mel Gorman's swap-over-NBD test do"},
 	}
 }
 
@@ -65,6 +67,10 @@ const (
 	pYield = 8
 	// pMaxMismatchLines bounds the check lines of single mismatches.
 	pMaxMismatchLines = 16
+	// spaces=: P, C and Q, and up to 13 writers W4 to W16 (a space's
+	// id is a byte of its pages' data).
+	pMinSpaces = 3
+	pMaxSpaces = 16
 )
 
 // pressureSwapBytes is the swap the scenario wants for a pool of poolMiB
@@ -85,8 +91,8 @@ func pressureSwapBytes(poolMiB, ws int) int64 {
 // of it (pool= MiB, in 1 MiB blocks that lie together) and gives it a
 // memory manager of its own, kswapd and direct reclaim included.
 //
-// Three address spaces share the working set (ws= percent of the pool,
-// counting frames that hold distinct data):
+// Three address spaces or more share the working set (ws= percent of the
+// pool, counting frames that hold distinct data):
 //
 //	P  an area X of small pages (MADV_NOHUGEPAGE)
 //	C  P's fork, made after round 0: it shares X with P; from round 1 P
@@ -98,6 +104,11 @@ func pressureSwapBytes(poolMiB, ws int) int64 {
 //	   each round part of it is freed with MADV_FREE, and the next round
 //	   first reads it back, where each page must hold its old data or,
 //	   if reclaim dropped it, zeroes
+//	W  spaces=N beyond three: N−3 spaces W4 to WN, each with an area Z of
+//	   small pages of its own that it writes whole in every round, as
+//	   each process of Mel Gorman's swap-over-NBD test writes its own
+//	   anonymous mapping in a loop; each takes 1/N of the working set,
+//	   P, C and Q the rest
 //
 // In every round each space, in a goroutine of its own, writes its pages
 // with data derived from the writer, the area, the page and the round,
@@ -126,6 +137,7 @@ func pressureWith(env *scenario.Env, opts pressureOpts) error {
 	poolMiB := env.Args.Int("pool")
 	ws := env.Args.Int("ws")
 	rounds := env.Args.Int("rounds")
+	spaces := env.Args.Int("spaces")
 	board := env.Phys
 	if board == nil {
 		return fmt.Errorf("no page allocator: %v", env.PhysErr)
@@ -189,7 +201,7 @@ func pressureWith(env *scenario.Env, opts pressureOpts) error {
 	if r.rx != nil {
 		r.rx.attach(small)
 	}
-	runErr := r.run(addr, export, poolMiB, ws)
+	runErr := r.run(addr, export, poolMiB, ws, spaces)
 	if r.rx != nil {
 		// The flood stops and every charge comes back before the pool
 		// may: the receive path holds none of its frames when idle.
@@ -386,7 +398,7 @@ type pSpace struct {
 	lazyZero, lazyKept int
 }
 
-func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
+func (r *pressureRun) run(addr, export string, poolMiB, ws, spaces int) error {
 	env := r.env
 	ctx, cancel := context.WithTimeout(context.Background(), jDialTimeout)
 	defer cancel()
@@ -413,12 +425,19 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 		return nil
 	}
 
-	// The areas, in pages, for a working set of target frames of
-	// distinct data: Y is 3/10 of it in whole sections, X the rest,
-	// since from round 1 X's frames are the originals and P's copies of
-	// its first half and C's of its third quarter, 7/4 of X in all.
+	// The areas, in pages, for a working set of total frames of distinct
+	// data. Each writer's Z is 1/spaces of it, or less where that would
+	// leave P, C and Q less than two sections. Of the target frames left
+	// to them, Y is 3/10 in whole sections, X the rest, since from round
+	// 1 X's frames are the originals and P's copies of its first half
+	// and C's of its third quarter, 7/4 of X in all.
 	frames := r.pool.Frames()
-	target := frames * ws / 100
+	total := frames * ws / 100
+	zPages := 0
+	if n := spaces - pMinSpaces; n > 0 {
+		zPages = min(total/spaces, (total-2*pgtable.PTEsPerTable)/n)
+	}
+	target := total - (spaces-pMinSpaces)*zPages
 	yPages := max(pgtable.PTEsPerTable, target*3/10&^(pgtable.PTEsPerTable-1))
 	xPages := ((target-yPages)*4 + 6) / 7 // rounded up, and up to a multiple of 4
 	xPages = (xPages + 3) &^ 3
@@ -442,9 +461,22 @@ func (r *pressureRun) run(addr, export string, poolMiB, ws int) error {
 		return err
 	}
 	q.lo, q.hi, q.lazy = 0, yPages, lazy
-	distinct := xPages*7/4 + yPages
-	env.Report("pressure-setup", "pool_kb", frames*4, "working_set_kb", distinct*4, "x_kb", xPages*4, "y_kb", yPages*4,
-		"lazyfree_kb", lazy*4, "swap_kb", (dev.Size()>>10)-4, "spaces", 3, "rounds", r.rounds)
+	for id := pMinSpaces + 1; id <= spaces; id++ {
+		w, err := r.newSpace(uint8(id), fmt.Sprintf("W%d", id))
+		if err != nil {
+			return err
+		}
+		if err := w.mmap(uint8(id), fmt.Sprintf("Z%d", id), zPages, mm.MadvNohugepage); err != nil {
+			return err
+		}
+		w.lo, w.hi = 0, zPages
+	}
+	distinct := xPages*7/4 + yPages + (spaces-pMinSpaces)*zPages
+	setup := []any{"pool_kb", frames * 4, "working_set_kb", distinct * 4, "x_kb", xPages * 4, "y_kb", yPages * 4}
+	if spaces > pMinSpaces {
+		setup = append(setup, "z_kb", zPages*4)
+	}
+	env.Report("pressure-setup", append(setup, "lazyfree_kb", lazy*4, "swap_kb", (dev.Size()>>10)-4, "spaces", spaces, "rounds", r.rounds)...)
 
 	if r.rx != nil {
 		if err := r.rx.startFlood(r); err != nil {

@@ -8,17 +8,23 @@ import (
 )
 
 // Andrew Morton asked in 2006 how much reserve is enough. This sweep
-// answers it for yolk's 4 MiB nbdswap pool: for each receive path and two
-// flood rates, the smallest vm.min_free_kbytes (of 64 to 2048) at which a
+// answers it for yolk's 4 MiB nbdswap pool: for each receive path that
+// marks the NBD connection memalloc and two flood rates, the smallest vm.min_free_kbytes (of 64 to 2048) at which a
 // working set twice the pool swaps to NBD to the end, byte-exact, without
 // the watchdog firing and without a frame of the NBD connection dropped.
 // A variant that falls short at every size reports 4096.
 // Reported per cell as min_free_kb_<reserve>_<rate>kbps; the table is
 // printed for the README.
+//
+// reserve=off is left out: with an ordinary NBD socket there is no
+// boundary to find, only runs that stall and, now and then, one that
+// gets through by chance, and its cells cost more than the others
+// together (a watchdog's stall at each size). The deadlock matrix in
+// make test shows it stalls under the flood at Linux's default.
 func BenchmarkNBDSwapMinFreeSweep(b *testing.B) {
 	img := evkImage(b)
 	sizes := []int{64, 128, 256, 512, 1024, 2048}
-	reserves := []string{"off", "alloc-then-drop", "classify-first"}
+	reserves := []string{"alloc-then-drop", "classify-first"}
 	rates := []int{64, 512}
 	type cell struct {
 		reserve string

@@ -26,19 +26,19 @@ func checkLine(t *testing.T, line string) error {
 func TestBadBootParameters(t *testing.T) {
 	for _, c := range []struct{ line, want string }{
 		// Misspelt keys never run the default scenario.
-		{"scenraio=vm", "scenraio=vm is not a parameter of selftest (did you mean scenario=?): selftest takes host, timeout; every scenario takes scenario, ip, netmask, gw, mac"},
+		{"scenraio=vm", "scenraio=vm is not a parameter of tour (did you mean scenario=?): tour takes host, nbd, export, flood, flood_kbps, verbose; every scenario takes scenario, ip, netmask, gw, mac"},
 		{"scenario=vm stpes=10", "stpes=10 is not a parameter of vm (did you mean steps=?)"},
 		{"scenario=vm Steps=10", "Steps=10 is not a parameter of vm (did you mean steps=?)"},
 		{"scenario=meminfo min_free_kbyte=512", "(did you mean min_free_kbytes=?)"},
-		{"timout=5s", "timout=5s is not a parameter of selftest (did you mean timeout=?)"},
+		{"scenario=selftest timout=5s", "timout=5s is not a parameter of selftest (did you mean timeout=?)"},
 		// Keys of another scenario.
-		{"steps=abc", "steps=abc is not a parameter of selftest (vm takes it): selftest takes host, timeout"},
-		{"seed=3", "seed=3 is not a parameter of selftest (journal, region and vm take it)"},
+		{"steps=abc", "steps=abc is not a parameter of tour (vm takes it): tour takes host, nbd, export"},
+		{"seed=3", "seed=3 is not a parameter of tour (journal, region and vm take it)"},
 		{"scenario=crash duration=1s", "duration=1s is not a parameter of crash (sleep takes it): crash takes no parameters of its own"},
-		{"verbose", "verbose=true is not a parameter of selftest: selftest takes host, timeout"},
+		{"scenario=selftest verbose", "verbose=true is not a parameter of selftest (tour takes it): selftest takes host, timeout"},
 		// The scenario itself.
-		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, vm"},
-		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, vm`},
+		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm"},
+		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm`},
 		// Values out of range, or not of their kind.
 		{"scenario=vm steps=-1", "steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{"scenario=vm steps=0", "steps=0 is out of range"},
@@ -49,7 +49,7 @@ func TestBadBootParameters(t *testing.T) {
 		{"scenario=meminfo min_free_kbytes=99999999", "min_free_kbytes=99999999 is out of range"},
 		{"scenario=sleep duration=forever", "duration=forever is not a duration: want a duration from 0s to 24h0m0s"},
 		{"scenario=sleep duration=25h", "duration=25h is out of range"},
-		{"timeout=0s", "timeout=0s is out of range: want a duration from 1ms to 10m0s"},
+		{"scenario=selftest timeout=0s", "timeout=0s is out of range: want a duration from 1ms to 10m0s"},
 		{"host=10.0.2.2", "host=10.0.2.2 is malformed: want HOST:PORT"},
 		{"host=example.com:7", "host=example.com:7 is malformed"},
 		{"scenario=journal", "nbd= is required: want HOST:PORT"},
@@ -61,8 +61,12 @@ func TestBadBootParameters(t *testing.T) {
 		{"scenario=sleep ip=bad", "ip=bad is malformed"},
 		{"netmask=255.0.255.0", "netmask=255.0.255.0 is not a contiguous netmask"},
 		{"mac=01:00:5e:00:00:01", "mac=01:00:5e:00:00:01 is a multicast address"},
-		{"gw=10.0.3.2", "gw=10.0.3.2 is not on 10.0.2.0/24, the subnet of ip=10.0.2.15 netmask=255.255.255.0"},
-		{"ip=192.168.1.50", "gw=10.0.2.2 is not on 192.168.1.0/24"},
+		{"scenario=selftest gw=10.0.3.2", "gw=10.0.3.2 is not on 10.0.2.0/24, the subnet of ip=10.0.2.15 netmask=255.255.255.0"},
+		{"scenario=selftest ip=192.168.1.50", "gw=10.0.2.2 is not on 192.168.1.0/24"},
+		// The default scenario, the tour, needs its NBD server (the
+		// harness gives it one).
+		{"", "bad boot parameter nbd= is required: want HOST:PORT"},
+		{"nbd=10.0.2.2:10809 flood_kbps=9999", "flood_kbps=9999 is out of range: want an integer from 0 to 4096"},
 		// Several at once: all of them, still on one line.
 		{"scenario=vm steps=0 sed=2", "2 bad boot parameters: sed=2 is not a parameter of vm (did you mean seed=?)"},
 	} {
@@ -81,8 +85,10 @@ func TestBadBootParameters(t *testing.T) {
 
 func TestGoodBootParameters(t *testing.T) {
 	for _, line := range []string{
-		"",
-		"host=10.0.2.2:7",
+		"nbd=10.0.2.2:10809",
+		"host=10.0.2.2:7 nbd=10.0.2.2:10809 export=swap flood=10.0.2.2:9 flood_kbps=0 verbose",
+		"scenario=tour nbd=10.0.2.2:10809",
+		"scenario=selftest",
 		"scenario=selftest host=10.0.2.2:7 timeout=3s",
 		"scenario=vm steps=10000000 seed=-7",
 		"scenario=vm steps=0x10",
@@ -156,5 +162,5 @@ func TestEveryScenarioDeclaresItsParameters(t *testing.T) {
 		sc, _ := scenario.Lookup(name)
 		assert.NotEmpty(t, sc.Help, name)
 	}
-	assert.Equal(t, []string{"crash", "journal", "meminfo", "nbdswap", "pressure", "region", "selftest", "shell", "sleep", "thp", "vm"}, scenario.Names())
+	assert.Equal(t, []string{"crash", "journal", "meminfo", "nbdswap", "pressure", "region", "selftest", "shell", "sleep", "thp", "tour", "vm"}, scenario.Names())
 }

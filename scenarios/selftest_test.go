@@ -46,7 +46,7 @@ func echoServer(t *testing.T, mangle bool) string {
 
 func runSelftest(t *testing.T, pool []byte, b board.Info, append string) (int, map[string]result.Line) {
 	t.Helper()
-	code, out := runLine(t, append, func(env *scenario.Env) {
+	code, out := runLine(t, "scenario=selftest "+append, func(env *scenario.Env) {
 		env.Board = b
 		env.Pool = pool
 		if pool != nil {

@@ -127,7 +127,7 @@ func check(t *testing.T, run *qemu.Run, name string) result.Line {
 
 func TestSelftestEchoesThroughGVisor(t *testing.T) {
 	echo := &qemu.EchoServer{}
-	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}})
+	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}, Append: []string{"scenario=selftest"}})
 	require.Equal(t, 0, run.ExitCode, run.Tail(30))
 
 	v, ok := run.Find("result")
@@ -154,7 +154,7 @@ func TestSelftestFailsOnWrongEchoPort(t *testing.T) {
 	ln.Close()
 
 	echo := &qemu.EchoServer{Port: closed}
-	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}, Append: []string{"timeout=5s"}})
+	run := boot(t, qemu.Config{Image: evkImage(t), Services: []qemu.Service{echo}, Append: []string{"scenario=selftest", "timeout=5s"}})
 	assert.Equal(t, 1, run.ExitCode)
 	c := check(t, run, "echo")
 	assert.Equal(t, "false", c.Value("ok"))
@@ -182,12 +182,12 @@ func TestBadBootParametersOnTheImage(t *testing.T) {
 		append []string
 		want   string
 	}{
-		{[]string{"scenraio=vm"}, "bad boot parameter scenraio=vm is not a parameter of selftest (did you mean scenario=?)"},
-		{[]string{"steps=abc"}, "bad boot parameter steps=abc is not a parameter of selftest (vm takes it)"},
+		{[]string{"scenraio=vm"}, "scenraio=vm is not a parameter of tour (did you mean scenario=?)"},
+		{[]string{"steps=abc"}, "steps=abc is not a parameter of tour (vm takes it)"},
 		{[]string{"scenario=vm", "steps=-1"}, "bad boot parameter steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{[]string{"scenario=vm", "steps=99999999999"}, "bad boot parameter steps=99999999999 is out of range"},
 		{[]string{"scenario=meminfo", "fill=500"}, "bad boot parameter fill=500 is out of range: want an integer from 0 to 100"},
-		{[]string{"ip=999.1.1.1"}, "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address, or off"},
+		{[]string{"scenario=selftest", "ip=999.1.1.1"}, "bad boot parameter ip=999.1.1.1 is malformed: want an IPv4 address, or off"},
 		// Only the machine knows this one's bound: the pool's size.
 		{[]string{"scenario=meminfo", "min_free_kbytes=300000"}, "bad boot parameter min_free_kbytes=300000 is out of range: want an integer from 0 to "},
 	} {
@@ -282,7 +282,7 @@ func TestUSBArmoryImageBootsUnderQEMU(t *testing.T) {
 	img := needImage(t, "YOLK_IMAGE_USBARMORY", "image", "usbarmory", ".elf")
 	needQEMU(t)
 	echo := &qemu.EchoServer{}
-	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Services: []qemu.Service{echo}})
+	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Services: []qemu.Service{echo}, Append: []string{"scenario=selftest"}})
 	require.Equal(t, 0, run.ExitCode, run.Tail(30))
 	b, _ := run.Find("banner")
 	assert.Equal(t, "usbarmory", b.Value("board"))
@@ -317,25 +317,30 @@ func TestRuntimeCrashEndsTheRunAtOnce(t *testing.T) {
 }
 
 // `make qemu`, the README's first command, boots to the banner and the
-// memory map, runs the default scenario against the echo server it starts,
-// and fails when the scenario fails.
+// memory map and runs the tour against the services the harness starts
+// (echo, nbdkit, the flood): every phase passes, and the summary says
+// what the phases' own closing lines say. A failing scenario's status
+// reaches make.
 func TestMakeQEMU(t *testing.T) {
 	// make qemu builds the image itself; only the toolchain is needed.
 	if err := toolchain.Check(); err != nil {
 		t.Skipf("SKIP: %v", err)
 	}
 	needQEMU(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
+	start := time.Now()
 	out, err := qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir)
 	require.NoError(t, err, out)
+	t.Logf("make qemu: the tour took %v (image built beforehand by the test's other runs or by this one)", time.Since(start).Round(time.Second))
 	for _, want := range []string{"yolk: banner ", "yolk: mem name=pool ", "yolk: check name=echo ok=true",
-		"yolk: result scenario=selftest status=pass code=0", "QEMU exit status 0"} {
+		"yolk: result scenario=tour status=pass code=0", "QEMU exit status 0", "yolk tour: what happened, in "} {
 		assert.Contains(t, out, want)
 	}
+	checkTourSummary(t, out)
 
-	out, err = qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir, "APPEND=host=10.0.2.2:1 timeout=3s")
+	out, err = qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir, "APPEND=scenario=selftest host=10.0.2.2:1 timeout=3s")
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, out)
 	assert.Contains(t, out, "scenario selftest fail, QEMU exit status 1")
@@ -343,6 +348,61 @@ func TestMakeQEMU(t *testing.T) {
 	// as make does for any failed recipe).
 	assert.Regexp(t, `make(\[\d+\])?: \*\*\* \[Makefile:\d+: qemu\] Error 1\n`, out)
 	assert.Equal(t, 2, ee.ExitCode())
+}
+
+// checkTourSummary holds a tour's console to its own counters: each phase
+// ran and passed, every check passed, and each figure of the tour line is
+// the one its phase's closing line gave, none missing; the flood reached
+// the guest during the swap phase.
+func checkTourSummary(t *testing.T, console string) {
+	t.Helper()
+	var lines []result.Line
+	for _, s := range strings.Split(console, "\n") {
+		if l, err := result.Parse(s); err == nil {
+			lines = append(lines, l)
+		}
+	}
+	run := qemu.Run{Results: lines}
+	for _, ph := range []string{"selftest", "thp", "nbdswap", "region"} {
+		done, ok := run.Find("tour-phase-done", "scenario", ph)
+		if assert.True(t, ok, "phase %s never finished", ph) {
+			assert.Equal(t, "true", done.Value("ok"), "phase %s: %s", ph, done)
+		}
+	}
+	for _, l := range lines {
+		if l.Event == "check" {
+			assert.Equal(t, "true", l.Value("ok"), "%s", l)
+		}
+	}
+	tour, ok := run.Find("tour")
+	require.True(t, ok, "no tour line")
+	_, missing := tour.Get("missing")
+	assert.False(t, missing, "the tour line misses figures: %s", tour)
+	from := map[string][2]string{
+		"thp_fault_alloc": {"thp-vmstat", "thp_fault_alloc"}, "thp_split_pmd": {"thp-vmstat", "thp_split_pmd"},
+		"pglazyfreed": {"thp-vmstat", "pglazyfreed"}, "pswpout": {"pressure", "pswpout"}, "pswpin": {"pressure", "pswpin"},
+		"swap_pages_checked": {"pressure", "pages_checked"}, "swap_mismatches": {"pressure", "mismatches"},
+		"rx_dropped": {"nbdswap", "dropped"}, "rx_memalloc_drops": {"nbdswap", "memalloc_drops"},
+		"rx_reserve_peak": {"nbdswap", "reserve_peak"}, "commits": {"region", "commits"},
+		"reclaim_writes": {"region", "reclaim_writes"}, "region_mismatches": {"region", "mismatches"},
+	}
+	for key, src := range from {
+		l, ok := run.Find(src[0])
+		if assert.True(t, ok, "no %s line", src[0]) {
+			assert.Equal(t, l.Value(src[1]), tour.Value(key), "%s: the tour line against the %s line", key, src[0])
+		}
+	}
+	for _, key := range []string{"thp_fault_alloc", "pglazyfreed", "pswpout", "pswpin", "swap_pages_checked", "commits", "reclaim_writes"} {
+		assert.NotContains(t, []string{"", "0"}, tour.Value(key), "%s: the tour did not exercise it", key)
+	}
+	assert.Equal(t, "0", tour.Value("swap_mismatches"))
+	assert.Equal(t, "0", tour.Value("region_mismatches"))
+	assert.Equal(t, "0", tour.Value("rx_memalloc_drops"), "classify-first drops no NBD frame")
+	nbdswap, _ := run.Find("nbdswap")
+	assert.Equal(t, "512", nbdswap.Value("flood_kbps"), "the swap phase runs under the flood")
+	assert.Regexp(t, `flood server on \S+ sent [1-9]\d* bytes`, console, "the flood reached the guest")
+	// The table a person reads says the same as the tour line.
+	assert.Regexp(t, `pages swapped out to NBD \(nbdswap phase\) +`+tour.Value("pswpout")+`\n`, console)
 }
 
 // An idle image must not spin the only core: while the guest sleeps, QEMU

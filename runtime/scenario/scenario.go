@@ -145,8 +145,9 @@ type Scenario struct {
 	Console bool
 }
 
-// DefaultScenario runs when the command line names none.
-const DefaultScenario = "selftest"
+// DefaultScenario runs when the command line names none: the tour of the
+// whole machine (package yolk/scenarios).
+const DefaultScenario = "tour"
 
 var (
 	mu       sync.Mutex

@@ -3,6 +3,8 @@
 #   make                      build the image (build/yolk-mx6ullevk.elf); same as make image
 #   make qemu                 build the image and boot it in QEMU (scenario selftest)
 #   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
+#                             (a run with stat lines is plotted: PLOT=FILE.png, PLOT= for none)
+#   make plot                 redraw docs/pressure.png, the README's picture, from a new nbdswap run
 #   make test                 gofmt, go vet, host tests (-race), then the QEMU tests
 #   make bench                the benchmarks behind the README's figures (host, then the image's in QEMU)
 #   make mutants [MUTANTS=RE] plant each bug in mutants/ and check that its tests catch it
@@ -26,6 +28,8 @@ IMAGE    ?= $(BUILD)/yolk-$(TARGET).elf
 BIN      ?= $(BUILD)/yolk-$(TARGET).bin
 IMX      ?= $(BUILD)/yolk-$(TARGET).imx
 APPEND   ?=
+# Where the harness plots a run's stat lines (auto: yolk-SCENARIO.png beside the image).
+PLOT     ?= auto
 # Boot parameters built into the image, for boards without semihosting.
 CMDLINE  ?=
 QEMU_TIMEOUT ?= 120s
@@ -111,7 +115,14 @@ imx: image
 
 qemu: image harness
 	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm nbdkit"
-	$(BUILD)/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) $(APPEND)
+	$(BUILD)/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(QEMU_TIMEOUT) -plot '$(PLOT)' $(APPEND)
+
+# The README's picture: swap over NBD with the flood, plotted from a new
+# run into docs/pressure.png, with docs/pressure.csv its data.
+PLOT_APPEND := scenario=nbdswap flood_kbps=512
+.PHONY: plot
+plot:
+	@$(MAKE) --no-print-directory qemu APPEND='$(PLOT_APPEND)' PLOT=docs/pressure.png
 
 test: check-fmt vet test-host test-qemu
 

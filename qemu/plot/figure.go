@@ -17,13 +17,19 @@ type field struct {
 	legend string
 	rate   bool // a counter, drawn as its increase per second
 	dashed bool // a threshold rather than a quantity (the watermarks)
+	total  bool // the sum of the panel's other fields, drawn under them
 }
 
 // A panelSpec is one panel of the figure: its title, the unit on its y
 // axis, and the fields it draws. Every field of a panel has the unit.
+// zoomTo, if set, names a field whose largest value times zoomBy tops
+// the y axis, when the data go higher: MemFree starts at the whole pool,
+// which would flatten the watermarks it then hovers around.
 type panelSpec struct {
 	title, unit string
 	fields      []field
+	zoomTo      string
+	zoomBy      float64
 }
 
 // panels are the figure's panels, top to bottom, for the stat line of
@@ -32,31 +38,31 @@ type panelSpec struct {
 // as Linux counts pswpin and pswpout), the receive path's figures in
 // pool frames (4 KiB), as net/rx counts them.
 var panels = []panelSpec{
-	{"free memory and the watermarks", "kB", []field{
+	{title: "free memory and the watermarks", unit: "kB", fields: []field{
 		{key: "free_kb", legend: "MemFree"},
 		{key: "high_kb", legend: "high", dashed: true},
 		{key: "low_kb", legend: "low (kswapd wakes)", dashed: true},
 		{key: "min_kb", legend: "min (direct reclaim)", dashed: true},
-	}},
-	{"LRU lists", "kB", []field{
+	}, zoomTo: "high_kb", zoomBy: 4},
+	{title: "LRU lists", unit: "kB", fields: []field{
 		{key: "active_kb", legend: "Active"},
 		{key: "inactive_kb", legend: "Inactive"},
 		{key: "lazyfree_kb", legend: "lazily freed (MADV_FREE)"},
 	}},
-	{"swap in use", "kB", []field{
+	{title: "swap in use", unit: "kB", fields: []field{
 		{key: "swap_used_kb", legend: "SwapTotal - SwapFree"},
 	}},
-	{"swap I/O", "pages/s (4 KiB)", []field{
+	{title: "swap I/O", unit: "pages/s (4 KiB)", fields: []field{
 		{key: "pswpout", legend: "pswpout per second", rate: true},
 		{key: "pswpin", legend: "pswpin per second", rate: true},
 	}},
-	{"receive memory", "frames (4 KiB)", []field{
+	{title: "receive memory", unit: "frames (4 KiB)", fields: []field{
 		{key: "rx_charged", legend: "charged to the pool"},
 		{key: "rx_reserve", legend: "of it from the reserve"},
 		{key: "rx_reserve_peak", legend: "reserve peak", dashed: true},
 	}},
-	{"receive drops, cumulative", "frames", []field{
-		{key: "rx_drop", legend: "all reasons"},
+	{title: "receive drops, cumulative", unit: "frames", fields: []field{
+		{key: "rx_drop", legend: "all reasons", total: true},
 		{key: "rx_drop_wmark", legend: "watermark (ordinary socket)"},
 		{key: "rx_drop_bound", legend: "reserve bound (memalloc socket)"},
 		{key: "rx_drop_pfmem", legend: "pfmemalloc (reserve frame, ordinary socket)"},
@@ -68,7 +74,7 @@ var panels = []panelSpec{
 // figure draws (a scenario with a stat line of its own, like region).
 var ErrNothingToPlot = errors.New("plot: the stat lines have none of the fields the figure draws")
 
-// Figure is the data behind a plot: what Render draws, and what a test
+// Figure is the data behind a plot: what WritePNG draws, and what a test
 // can check without looking at pixels.
 type Figure struct {
 	Title  string
@@ -83,14 +89,17 @@ type Panel struct {
 	Title, Unit string
 	Series      []Series
 	Missing     []string // its fields the run lacks, not drawn
+	// YMax, if not 0, tops the y axis below the data's largest value;
+	// what is above it is cut off, and the title says so.
+	YMax float64
 }
 
 // Series is one line of a panel: a field's values, or for a counter
 // its increase per second, against time in seconds (t_ms / 1000).
 type Series struct {
-	Key, Legend  string
-	Rate, Dashed bool
-	XYs          plotter.XYs
+	Key, Legend         string
+	Rate, Dashed, Total bool
+	XYs                 plotter.XYs
 }
 
 // Build turns a run's stats into the figure's data. A field no stat
@@ -110,7 +119,11 @@ func Build(title string, s *Stats) (*Figure, error) {
 			if err != nil {
 				return nil, err
 			}
-			p.Series = append(p.Series, Series{Key: fl.key, Legend: fl.legend, Rate: fl.rate, Dashed: fl.dashed, XYs: xys})
+			p.Series = append(p.Series, Series{Key: fl.key, Legend: fl.legend, Rate: fl.rate, Dashed: fl.dashed, Total: fl.total, XYs: xys})
+		}
+		if z, ok := zoom(spec, p); ok {
+			p.YMax = z
+			p.Title += fmt.Sprintf(" (y axis up to %v × %s)", spec.zoomBy, spec.zoomTo)
 		}
 		if len(p.Series) == 0 {
 			f.Absent = append(f.Absent, fmt.Sprintf("%s (no %s)", spec.title, strings.Join(p.Missing, ", ")))
@@ -144,6 +157,38 @@ func (f *Figure) Series(key string) (Series, bool) {
 		}
 	}
 	return Series{}, false
+}
+
+// zoom returns the y axis's top for a panel zoomed to a field, if the
+// panel has the field and its data go higher.
+func zoom(spec panelSpec, p Panel) (float64, bool) {
+	if spec.zoomTo == "" {
+		return 0, false
+	}
+	for _, s := range p.Series {
+		if s.Key == spec.zoomTo {
+			top := spec.zoomBy * maxY(s.XYs)
+			return top, top > 0 && top < p.max()
+		}
+	}
+	return 0, false
+}
+
+// max returns the panel's largest value.
+func (p Panel) max() float64 {
+	m := 0.0
+	for _, s := range p.Series {
+		m = max(m, maxY(s.XYs))
+	}
+	return m
+}
+
+func maxY(xys plotter.XYs) float64 {
+	m := 0.0
+	for _, xy := range xys {
+		m = max(m, xy.Y)
+	}
+	return m
 }
 
 func seconds(ms int64) float64 { return float64(ms) / 1000 }

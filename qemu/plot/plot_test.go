@@ -108,6 +108,23 @@ func TestRecordedRunSeriesAreItsStatLines(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 4072.0, free.XYs[0].Y, "the pool is free before the working set")
 	assert.Equal(t, 460.0, free.XYs[len(free.XYs)-1].Y)
+	drop, _ := f.Series("rx_drop")
+	assert.True(t, drop.Total)
+}
+
+// MemFree starts at the whole pool and then hovers at the watermarks:
+// its panel's y axis stops at four times high, and says so, when the
+// data go higher; otherwise it shows all of them.
+func TestFreeMemoryPanelZoomsToTheWatermarks(t *testing.T) {
+	f := build(t, recorded(t)...)
+	require.Equal(t, "free memory and the watermarks (y axis up to 4 × high_kb)", f.Panels[0].Title)
+	assert.Equal(t, 4*384.0, f.Panels[0].YMax, "the recorded pool's high watermark is 384 kB")
+
+	f = build(t,
+		stat("free_kb", 1000, "high_kb", 384, TimeKey, 0),
+		stat("free_kb", 300, "high_kb", 384, TimeKey, 1000))
+	assert.Equal(t, "free memory and the watermarks", f.Panels[0].Title)
+	assert.Zero(t, f.Panels[0].YMax, "1000 kB is below 4 × 384")
 }
 
 // A counter is drawn as its increase per second between consecutive
@@ -174,6 +191,7 @@ func TestMissingFieldsAreLeftOutNotZero(t *testing.T) {
 		"receive drops, cumulative (no rx_drop, rx_drop_wmark, rx_drop_bound, rx_drop_pfmem, rx_alloc_drop)"}, f.Absent)
 	mem, _ := f.Panel("free memory and the watermarks")
 	assert.Equal(t, []string{"high_kb", "low_kb", "min_kb"}, mem.Missing)
+	assert.Zero(t, mem.YMax, "no zoom without high_kb")
 	require.Len(t, mem.Series, 1)
 	assert.Equal(t, "free_kb", mem.Series[0].Key)
 	lru, _ := f.Panel("LRU lists")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -82,8 +83,6 @@ func (f *Figure) plot(p Panel, bottom bool) (*plot.Plot, error) {
 		pl.Title.Text += " (not in this run: " + strings.Join(p.Missing, ", ") + ")"
 	}
 	pl.Y.Label.Text = p.Unit
-	// Room above the data for the legend, a line per series.
-	pl.Y.Min, pl.Y.Max = 0, max(p.max(), 1)*(1+0.12*float64(len(p.Series)))
 	pl.X.Min, pl.X.Max = 0, max(f.TMax, 1)
 	if bottom {
 		pl.X.Label.Text = "time (s): t_ms / 1000 of the stat lines"
@@ -102,21 +101,35 @@ func (f *Figure) plot(p Panel, bottom bool) (*plot.Plot, error) {
 			l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
 			l.Width = vg.Points(1)
 		}
+		if s.Total {
+			l.Width = vg.Points(4) // a total under its parts, showing where they add up to it
+		}
 		pl.Add(l)
 		pl.Legend.Add(s.Legend, l)
 	}
+	// Set after Add, which widens the axes to the data: room above the
+	// data for the legend, a line per series, and the zoom if any.
+	top := p.max()
+	if p.YMax > 0 {
+		top = p.YMax
+	}
+	pl.Y.Min, pl.Y.Max = 0, max(top, 1)*(1+0.12*float64(len(p.Series)))
+	pl.Y.Tick.Marker = plainTicks{}
 	return pl, nil
 }
 
-// max returns the panel's largest value.
-func (p Panel) max() float64 {
-	m := 0.0
-	for _, s := range p.Series {
-		for _, xy := range s.XYs {
-			m = max(m, xy.Y)
+// plainTicks are gonum's default ticks labelled as plain numbers: 250,
+// not 250.00, since every figure drawn is a count or a size.
+type plainTicks struct{}
+
+func (plainTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'f', -1, 64)
 		}
 	}
-	return m
+	return ticks
 }
 
 // Save writes the figure's PNG to path, and the table behind it as CSV

@@ -81,7 +81,7 @@ type Figure struct {
 	Lines  int      // stat lines behind it
 	TMax   float64  // the last line's time, in seconds
 	Panels []Panel  // the panels with at least one series, top to bottom
-	Absent []string // panels left out: no field of theirs in the run
+	Absent []string // the titles of panels left out: no field of theirs in the run
 }
 
 // Panel is one panel of a figure.
@@ -90,8 +90,9 @@ type Panel struct {
 	Series      []Series
 	Missing     []string // its fields the run lacks, not drawn
 	// YMax, if not 0, tops the y axis below the data's largest value;
-	// what is above it is cut off, and the title says so.
+	// what is above it is cut off, and Note says so.
 	YMax float64
+	Note string
 }
 
 // Series is one line of a panel: a field's values, or for a counter
@@ -109,24 +110,12 @@ type Series struct {
 func Build(title string, s *Stats) (*Figure, error) {
 	f := &Figure{Title: title, Lines: s.Lines(), TMax: seconds(s.TMs[s.Lines()-1])}
 	for _, spec := range panels {
-		p := Panel{Title: spec.title, Unit: spec.unit}
-		for _, fl := range spec.fields {
-			if !s.Has(fl.key) {
-				p.Missing = append(p.Missing, fl.key)
-				continue
-			}
-			xys, err := series(s, fl)
-			if err != nil {
-				return nil, err
-			}
-			p.Series = append(p.Series, Series{Key: fl.key, Legend: fl.legend, Rate: fl.rate, Dashed: fl.dashed, Total: fl.total, XYs: xys})
-		}
-		if z, ok := zoom(spec, p); ok {
-			p.YMax = z
-			p.Title += fmt.Sprintf(" (y axis up to %v × %s)", spec.zoomBy, spec.zoomTo)
+		p, err := buildPanel(spec, s)
+		if err != nil {
+			return nil, err
 		}
 		if len(p.Series) == 0 {
-			f.Absent = append(f.Absent, fmt.Sprintf("%s (no %s)", spec.title, strings.Join(p.Missing, ", ")))
+			f.Absent = append(f.Absent, spec.title)
 			continue
 		}
 		f.Panels = append(f.Panels, p)
@@ -135,6 +124,28 @@ func Build(title string, s *Stats) (*Figure, error) {
 		return nil, ErrNothingToPlot
 	}
 	return f, nil
+}
+
+// buildPanel gathers a panel's series, those of its fields the run has.
+func buildPanel(spec panelSpec, s *Stats) (Panel, error) {
+	p := Panel{Title: spec.title, Unit: spec.unit}
+	for _, fl := range spec.fields {
+		if !s.Has(fl.key) {
+			p.Missing = append(p.Missing, fl.key)
+			continue
+		}
+		xys, err := series(s, fl)
+		if err != nil {
+			return Panel{}, err
+		}
+		p.Series = append(p.Series, Series{Key: fl.key, Legend: fl.legend,
+			Rate: fl.rate, Dashed: fl.dashed, Total: fl.total, XYs: xys})
+	}
+	if top, ok := zoom(spec, p); ok {
+		p.YMax = top
+		p.Note = fmt.Sprintf("y axis up to %v × %s", spec.zoomBy, spec.zoomTo)
+	}
+	return p, nil
 }
 
 // Panel returns the figure's panel with the title, if it has it.

@@ -28,14 +28,17 @@ const (
 
 // Size returns the PNG's size in pixels for a figure of n panels.
 func Size(n int) (w, h int) {
-	return int(width.Dots(dpi) + 0.5), int((headHeight + vg.Length(n)*panelHeight).Dots(dpi) + 0.5)
+	return int(width.Dots(dpi) + 0.5), int(height(n).Dots(dpi) + 0.5)
 }
+
+// height is the page's height for n panels.
+func height(n int) vg.Length { return headHeight + vg.Length(n)*panelHeight }
 
 // WritePNG draws the figure as a PNG: its panels stacked on one time
 // axis (labelled on the bottom panel only), the title and which panels
 // the run had no data for above them.
 func (f *Figure) WritePNG(w io.Writer) error {
-	c := vgimg.NewWith(vgimg.UseWH(width, headHeight+vg.Length(len(f.Panels))*panelHeight), vgimg.UseDPI(dpi))
+	c := vgimg.NewWith(vgimg.UseWH(width, height(len(f.Panels))), vgimg.UseDPI(dpi))
 	dc := draw.New(c)
 	dc.SetColor(color.White)
 	dc.Fill(dc.Rectangle.Path())
@@ -70,7 +73,7 @@ func (f *Figure) drawHead(dc draw.Canvas) {
 	sty.Font.Size = 10
 	note := fmt.Sprintf("%d stat lines over %.1f s", f.Lines, f.TMax)
 	if len(f.Absent) > 0 {
-		note += "; not in this run: " + strings.Join(f.Absent, "; ")
+		note += "; no stat field of theirs in this run: " + strings.Join(f.Absent, "; ")
 	}
 	dc.FillText(sty, vg.Point{X: x, Y: y - 7*vg.Millimeter}, note)
 }
@@ -79,6 +82,9 @@ func (f *Figure) drawHead(dc draw.Canvas) {
 func (f *Figure) plot(p Panel, bottom bool) (*plot.Plot, error) {
 	pl := plot.New()
 	pl.Title.Text = p.Title
+	if p.Note != "" {
+		pl.Title.Text += " (" + p.Note + ")"
+	}
 	if len(p.Missing) > 0 {
 		pl.Title.Text += " (not in this run: " + strings.Join(p.Missing, ", ") + ")"
 	}

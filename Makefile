@@ -5,6 +5,7 @@
 #   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
 #                             (a run with stat lines is plotted: PLOT=FILE.png, PLOT= for none)
 #   make plot                 redraw docs/pressure.png, the README's picture, from a new nbdswap run
+#   make shell                boot into the console shell (help lists its commands; exit [N] ends it)
 #   make test                 gofmt, go vet, host tests (-race), then the QEMU tests
 #   make bench                the benchmarks behind the README's figures (host, then the image's in QEMU)
 #   make mutants [MUTANTS=RE] plant each bug in mutants/ and check that its tests catch it
@@ -77,7 +78,7 @@ PKG_nbd-server            := nbd-server
 PKG_nbdcopy               := libnbd-bin
 NBD_CMDS                  := nbdkit qemu-nbd nbd-server nbdcopy
 
-.PHONY: image imx qemu test check-fmt vet test-host test-qemu qemu-tests bench bench-qemu mutants deps clean toolchain toolchain-tool harness
+.PHONY: image imx qemu shell test check-fmt vet test-host test-qemu qemu-tests bench bench-qemu mutants deps clean toolchain toolchain-tool harness
 
 # The installer and the harness are built, not run with go run, so that
 # their exit statuses reach make (go run turns every failure into 1).
@@ -123,6 +124,18 @@ PLOT_APPEND := scenario=nbdswap flood_kbps=512
 .PHONY: plot
 plot:
 	@$(MAKE) --no-print-directory qemu APPEND='$(PLOT_APPEND)' PLOT=docs/pressure.png
+
+# The console shell, on this terminal: the guest echoes, Ctrl-C cancels a
+# line, exit [N] ends the run with status N, Ctrl-A x leaves QEMU. A
+# person at a prompt needs no deadline but a day's (make qemu
+# APPEND=shell gets the same).
+SHELL_TIMEOUT := 24h
+ifneq ($(filter shell scenario=shell,$(APPEND)),)
+QEMU_TIMEOUT := $(SHELL_TIMEOUT)
+endif
+shell: image harness
+	@$(MAKE) --no-print-directory deps CMDS="qemu-system-arm"
+	$(BUILD)/yolk-qemu -image $(IMAGE) -target $(TARGET) -timeout $(SHELL_TIMEOUT) shell $(APPEND)
 
 test: check-fmt vet test-host test-qemu
 

@@ -59,7 +59,8 @@ type Config struct {
 	Timeout time.Duration
 	// Services are started before and closed after the boot.
 	Services []Service
-	// Console, when set, receives every console line as it arrives.
+	// Console, when set, receives every console line as it arrives (with
+	// Stdin, every byte: the prompt and the echo too).
 	Console io.Writer
 	// Stdin, when set, is the console's input (the shell's). A terminal
 	// (an *os.File that is one) is put in raw mode by QEMU, the guest
@@ -216,8 +217,13 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	}
 
 	// Read to EOF before Wait, as os/exec requires; a kill at the deadline
-	// closes the pipe and ends the read.
-	readConsole(stdout, run, start, cfg.Console)
+	// closes the pipe and ends the read. A console with input is shown
+	// byte by byte, since a prompt and the echo of a key end no line.
+	console, mirror := io.Reader(stdout), cfg.Console
+	if cfg.Stdin != nil && mirror != nil {
+		console, mirror = io.TeeReader(stdout, mirror), nil
+	}
+	readConsole(console, run, start, mirror)
 	waitErr := cmd.Wait()
 	run.Elapsed = time.Since(start)
 	run.Stderr = stderr.String()

@@ -5,7 +5,6 @@ import (
 	"io"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,21 +19,26 @@ import (
 // start, and a byte that reaches the UART before the board resets it
 // would be lost.
 type typist struct {
-	w     *io.PipeWriter
-	input string
-	once  sync.Once
+	w       *io.PipeWriter
+	input   string
+	seen    []byte // the console so far, until the shell starts
+	started bool
 }
 
-// Write watches the console for the shell's start, then types the whole
+// Write watches the console (it arrives as QEMU writes it, in chunks
+// that may split a line) for the shell's start, then types the whole
 // input and ends it.
 func (ty *typist) Write(p []byte) (int, error) {
-	if bytes.Contains(p, []byte("yolk: scenario name=shell ")) {
-		ty.once.Do(func() {
-			go func() {
-				io.WriteString(ty.w, ty.input)
-				ty.w.Close()
-			}()
-		})
+	if ty.started {
+		return len(p), nil
+	}
+	ty.seen = append(ty.seen, p...)
+	if bytes.Contains(ty.seen, []byte("yolk: scenario name=shell ")) {
+		ty.started, ty.seen = true, nil
+		go func() {
+			io.WriteString(ty.w, ty.input)
+			ty.w.Close()
+		}()
 	}
 	return len(p), nil
 }
@@ -133,4 +137,21 @@ func TestShellOnTheConsole(t *testing.T) {
 	assert.Empty(t, answer("echo never > /sys/kernel/mm/transparent_hugepage/enabled"))
 	assert.NotContains(t, strings.Join(run.Lines, "\n"), "panic")
 	t.Logf("shell session: %d console lines, host CPU %v", len(run.Lines), run.CPU)
+}
+
+// TestShellOnTheUSBArmoryConsole: the same shell on the Mk II's console,
+// UART2, and its exit status through the armory image's exit path.
+func TestShellOnTheUSBArmoryConsole(t *testing.T) {
+	img := needImage(t, "YOLK_IMAGE_USBARMORY", "image", "usbarmory", ".elf")
+	needQEMU(t)
+	r, w := io.Pipe()
+	ty := &typist{w: w, input: "ps\rmaps 2\rexit 4\r"}
+	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Append: []string{"shell"}, Stdin: r, Console: ty})
+	w.Close()
+	require.Equal(t, 4, run.ExitCode, run.Tail(30))
+	b, _ := run.Find("banner")
+	assert.Equal(t, "UART2", b.Value("console"))
+	tr := transcript(run.Lines)
+	assert.Regexp(t, `(?m)^   2    1 4160 .* child$`, tr["ps"])
+	assert.Regexp(t, `^7fb00000-7ff00000 rw-p 00000000 00:00 0 \n`, tr["maps 2"])
 }

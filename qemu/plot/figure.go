@@ -32,11 +32,13 @@ type panelSpec struct {
 	zoomBy      float64
 }
 
-// panels are the figure's panels, top to bottom, for the stat line of
-// scenarios/pressure.go (pressure and nbdswap): sizes in kB as
-// /proc/meminfo gives them, the vmstat swap counters in pages (4 KiB,
-// as Linux counts pswpin and pswpout), the receive path's figures in
-// pool frames (4 KiB), as net/rx counts them.
+// panels are the figure's panels, top to bottom, for the stat lines of
+// scenarios/pressure.go (pressure and nbdswap) and scenarios/region.go,
+// and of the tour, which runs both: sizes in kB as /proc/meminfo gives
+// them, the vmstat swap counters in pages (4 KiB, as Linux counts pswpin
+// and pswpout), pgpgin and pgpgout in KiB (as Linux counts them, swap
+// included), the receive path's figures in pool frames (4 KiB), as
+// net/rx counts them.
 var panels = []panelSpec{
 	{title: "free memory and the watermarks", unit: "kB", fields: []field{
 		{key: "free_kb", legend: "MemFree"},
@@ -56,6 +58,15 @@ var panels = []panelSpec{
 		{key: "pswpout", legend: "pswpout per second", rate: true},
 		{key: "pswpin", legend: "pswpin per second", rate: true},
 	}},
+	{title: "page cache (journaled regions)", unit: "kB", fields: []field{
+		{key: "cached_kb", legend: "Cached"},
+		{key: "dirty_kb", legend: "Dirty"},
+		{key: "writeback_kb", legend: "Writeback"},
+	}},
+	{title: "block I/O", unit: "KiB/s", fields: []field{
+		{key: "pgpgout", legend: "pgpgout per second", rate: true},
+		{key: "pgpgin", legend: "pgpgin per second", rate: true},
+	}},
 	{title: "receive memory", unit: "frames (4 KiB)", fields: []field{
 		{key: "rx_charged", legend: "charged to the pool"},
 		{key: "rx_reserve", legend: "of it from the reserve"},
@@ -71,7 +82,7 @@ var panels = []panelSpec{
 }
 
 // ErrNothingToPlot is returned when no stat field of the run is one the
-// figure draws (a scenario with a stat line of its own, like region).
+// figure draws.
 var ErrNothingToPlot = errors.New("plot: the stat lines have none of the fields the figure draws")
 
 // Figure is the data behind a plot: what WritePNG draws, and what a test

@@ -86,7 +86,7 @@ func TestRecordedRunSeriesAreItsStatLines(t *testing.T) {
 	f, err := Build("recorded", s)
 	require.NoError(t, err)
 	assert.Equal(t, len(stats), f.Lines)
-	assert.Empty(t, f.Absent, "an nbdswap run has every panel")
+	assert.Equal(t, []string{"page cache (journaled regions)", "block I/O"}, f.Absent, "an nbdswap run maps no region")
 	assert.Equal(t, num(t, stats[len(stats)-1], TimeKey)/1000, f.TMax)
 	levels := 0
 	for _, p := range f.Panels {
@@ -110,6 +110,35 @@ func TestRecordedRunSeriesAreItsStatLines(t *testing.T) {
 	assert.Equal(t, 460.0, free.XYs[len(free.XYs)-1].Y)
 	drop, _ := f.Series("rx_drop")
 	assert.True(t, drop.Total)
+}
+
+// region's stat lines, alone or after nbdswap's in the tour, which
+// stamps them on one clock: the page cache and block I/O panels, with
+// pgpgin and pgpgout in KiB per second, and the pressure panels' series
+// only where pressure's lines are.
+func TestRegionAndTheTour(t *testing.T) {
+	region := func(tms, cached, dirty, in, out int) result.Line {
+		return stat("memfree_kb", 3000, "cached_kb", cached, "active_file_kb", 0, "inactive_file_kb", cached,
+			"dirty_kb", dirty, "writeback_kb", 0, "pgpgin", in, "pgpgout", out, TimeKey, tms)
+	}
+	f := build(t, region(0, 0, 0, 0, 0), region(1000, 704, 704, 704, 0), region(3000, 1024, 64, 1024, 960))
+	require.Len(t, f.Panels, 2)
+	cache, _ := f.Series("cached_kb")
+	assert.Equal(t, plotter.XYs{{X: 0, Y: 0}, {X: 1, Y: 704}, {X: 3, Y: 1024}}, cache.XYs)
+	out, _ := f.Series("pgpgout")
+	assert.Equal(t, plotter.XYs{{X: 1, Y: 0}, {X: 3, Y: 480}}, out.XYs)
+	p, _ := f.Panel("block I/O")
+	assert.Equal(t, "KiB/s", p.Unit)
+
+	tour := append(statLines(recorded(t)), region(70000, 0, 0, 0, 0), region(71000, 704, 704, 704, 0))
+	f = build(t, tour...)
+	assert.Len(t, f.Panels, 8, "every panel")
+	assert.Empty(t, f.Absent)
+	free, _ := f.Series("free_kb")
+	assert.Len(t, free.XYs, 57, "nbdswap's lines only")
+	cache, _ = f.Series("cached_kb")
+	assert.Equal(t, plotter.XYs{{X: 70, Y: 0}, {X: 71, Y: 704}}, cache.XYs)
+	assert.Equal(t, 71.0, f.TMax)
 }
 
 // MemFree starts at the whole pool and then hovers at the watermarks:
@@ -188,7 +217,7 @@ func TestMissingFieldsAreLeftOutNotZero(t *testing.T) {
 		titles = append(titles, p.Title)
 	}
 	assert.Equal(t, []string{"free memory and the watermarks", "LRU lists", "swap in use", "swap I/O"}, titles)
-	assert.Equal(t, []string{"receive memory", "receive drops, cumulative"}, f.Absent)
+	assert.Equal(t, []string{"page cache (journaled regions)", "block I/O", "receive memory", "receive drops, cumulative"}, f.Absent)
 	mem, _ := f.Panel("free memory and the watermarks")
 	assert.Equal(t, []string{"high_kb", "low_kb", "min_kb"}, mem.Missing)
 	assert.Zero(t, mem.YMax, "no zoom without high_kb")
@@ -255,8 +284,8 @@ func TestMalformedStatLinesAreRefused(t *testing.T) {
 	_, err = FromResults(nil)
 	assert.ErrorIs(t, err, ErrNoStats)
 
-	// region's stat line has its own fields, none of which is drawn.
-	s, err = FromResults([]result.Line{stat("memfree_kb", 100, "cached_kb", 3, "pgpgin", 0, TimeKey, 0)})
+	// Fields, but none that the figure draws.
+	s, err = FromResults([]result.Line{stat("memfree_kb", 100, "active_file_kb", 3, TimeKey, 0)})
 	require.NoError(t, err)
 	_, err = Build("t", s)
 	assert.ErrorIs(t, err, ErrNothingToPlot)

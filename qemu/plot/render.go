@@ -70,7 +70,7 @@ func (f *Figure) drawHead(dc draw.Canvas) {
 	y := dc.Max.Y - 3*vg.Millimeter
 	sty.YAlign = draw.YTop
 	dc.FillText(sty, vg.Point{X: x, Y: y}, f.Title)
-	sty.Font.Size = 10
+	sty.Font.Size = 9
 	note := fmt.Sprintf("%d stat lines over %.1f s", f.Lines, f.TMax)
 	if len(f.Absent) > 0 {
 		note += "; no stat field of theirs in this run: " + strings.Join(f.Absent, "; ")

@@ -120,6 +120,10 @@ scenarios: %s (make qemu APPEND='scenario=NAME')
 	case !fromImage:
 		fmt.Fprintf(os.Stderr, "yolk-qemu: %v\n", err)
 		if run != nil && run.TimedOut {
+			// A run that stalled until the deadline is worth watching.
+			if *plotFile != "" {
+				writePlot(run, plotPath(*plotFile, *image, run))
+			}
 			os.Exit(exitTimeout)
 		}
 		os.Exit(exitNoRun)

@@ -155,3 +155,44 @@ func TestShellOnTheUSBArmoryConsole(t *testing.T) {
 	assert.Regexp(t, `(?m)^   2    1 4160 .* child$`, tr["ps"])
 	assert.Regexp(t, `^7fb00000-7ff00000 rw-p 00000000 00:00 0 \n`, tr["maps 2"])
 }
+
+// TestShellREADMETranscript types the README's session again and
+// compares what the shell answers, line for line, from the first prompt
+// to the exit (the harness's own lines after it carry timings).
+func TestShellREADMETranscript(t *testing.T) {
+	_, block, ok := strings.Cut(readme(t), "\n<!-- transcript of: make shell ")
+	require.True(t, ok, "the README has no shell transcript")
+	_, block, _ = strings.Cut(block, "-->\n\n")
+	var want, input []string
+	for _, l := range strings.Split(block, "\n") {
+		l, ok := strings.CutPrefix(l, "    ")
+		if !ok {
+			break
+		}
+		if c, ok := strings.CutPrefix(l, shell.Prompt); ok {
+			input = append(input, c)
+		}
+		if len(input) > 0 {
+			want = append(want, strings.TrimRight(l, " "))
+		}
+		if strings.HasPrefix(l, "yolk: exit ") {
+			break
+		}
+	}
+	require.NotEmpty(t, input)
+
+	r, w := io.Pipe()
+	ty := &typist{w: w, input: strings.Join(input, "\r") + "\r"}
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"shell"}, Stdin: r, Console: ty})
+	w.Close()
+	var got []string
+	for _, l := range run.Lines {
+		if strings.HasPrefix(l, shell.Prompt) || len(got) > 0 {
+			got = append(got, strings.TrimRight(l, " "))
+		}
+		if strings.HasPrefix(l, "yolk: exit ") {
+			break
+		}
+	}
+	assert.Equal(t, want, got)
+}

@@ -35,8 +35,10 @@ import (
 //     datagrams (64 to 1472) back to its sender at RATE bytes per second
 //     for SECS seconds: traffic for a port the guest has bound. A new
 //     request from the same address replaces that address's stream; at
-//     most 8 streams run at once and requests beyond that are ignored, as
-//     is any other datagram.
+//     most 8 streams run at once and requests beyond that are ignored. A
+//     datagram "stop" ends its sender's stream at once (a guest that
+//     closes its socket is not heard: the stream would run on to SECS);
+//     any other datagram is ignored.
 //
 // RATE is clamped to [1, MaxRate] and SECS to [1, MaxSecs]. Close stops
 // every flood and waits for them.
@@ -266,6 +268,10 @@ func (f *FloodServer) readUDP() {
 			}
 			continue
 		}
+		if strings.TrimSpace(string(buf[:n])) == "stop" {
+			f.stopStream(from)
+			continue
+		}
 		maxRate, maxSecs := f.limits()
 		req, ok := parseFlood(string(buf[:n]), true, maxRate, maxSecs)
 		if !ok {
@@ -307,6 +313,20 @@ func (f *FloodServer) startStream(to netip.AddrPort, req floodRequest) {
 	f.mu.Unlock()
 	f.udpStreams.Add(1)
 	go f.floodUDP(to, req, s)
+}
+
+// stopStream ends addr's stream, if it has one, and waits for it.
+func (f *FloodServer) stopStream(to netip.AddrPort) {
+	f.mu.Lock()
+	s := f.streams[to]
+	if s != nil {
+		delete(f.streams, to)
+		close(s.stop)
+	}
+	f.mu.Unlock()
+	if s != nil {
+		<-s.done
+	}
 }
 
 func (f *FloodServer) floodUDP(to netip.AddrPort, req floodRequest, s *floodStream) {

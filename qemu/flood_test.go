@@ -209,6 +209,24 @@ func TestFloodServerUDPReplacesAndCapsStreams(t *testing.T) {
 	assert.Equal(t, int64(2+floodMaxStreams-1), f.Stats().UDPStreams)
 }
 
+// "stop" ends the sender's stream at once, and only the sender's.
+func TestFloodServerUDPStop(t *testing.T) {
+	f := &FloodServer{}
+	startFlood(t, f)
+	a, b := udpClient(t), udpClient(t)
+	udpSend(t, a, f, "flood 50000 30 100")
+	udpSend(t, b, f, "flood 50000 30 100")
+	require.Equal(t, 100, receiveOne(t, a, 2*time.Second))
+	require.Equal(t, 100, receiveOne(t, b, 2*time.Second))
+	udpSend(t, a, f, "stop\n")
+	receive(t, a, 200*time.Millisecond) // what was in flight
+	assert.Empty(t, receive(t, a, 500*time.Millisecond), "a's stream stopped")
+	assert.NotEmpty(t, receive(t, b, 300*time.Millisecond), "b's stream runs on")
+	udpSend(t, a, f, "stop") // a stop with no stream is ignored
+	udpSend(t, a, f, "flood 50000 30 100")
+	assert.Equal(t, 100, receiveOne(t, a, 2*time.Second), "a may ask again")
+}
+
 func TestFloodServerCloseStopsFloods(t *testing.T) {
 	f := &FloodServer{MaxRate: 64 << 20}
 	startFlood(t, f)

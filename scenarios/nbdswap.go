@@ -266,6 +266,9 @@ func (p *rxPlan) detach(env *scenario.Env) {
 		c.Close()
 	}
 	if p.udp != nil {
+		// The host's stream would outlive the socket (to its own time
+		// bound) and flood whatever runs next: ask it to stop.
+		fmt.Fprint(p.udp, "stop")
 		p.udp.Close()
 	}
 	deadline := time.Now().Add(5 * time.Second)

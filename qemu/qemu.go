@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"yolk/runtime/result"
@@ -64,7 +65,10 @@ type Config struct {
 	Console io.Writer
 	// Stdin, when set, is the console's input (the shell's). A terminal
 	// (an *os.File that is one) is put in raw mode by QEMU, the guest
-	// echoes, Ctrl-C goes to the guest, and Ctrl-A x leaves QEMU.
+	// echoes, Ctrl-C goes to the guest, and Ctrl-A x leaves QEMU. Any
+	// other reader is held back until the image reports ready: QEMU
+	// reads its stdin from the start, and a byte that reaches the UART
+	// before the board resets it is lost.
 	Stdin io.Reader
 }
 
@@ -204,7 +208,15 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	cmd.WaitDelay = 2 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cmd.Stdin = cfg.Stdin
+	input := &gate{r: cfg.Stdin, open: make(chan struct{})}
+	defer input.release()
+	switch {
+	case cfg.Stdin == nil:
+	case isTerminal(cfg.Stdin):
+		cmd.Stdin = cfg.Stdin // a person, who waits for the prompt
+	default:
+		cmd.Stdin = input
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -223,7 +235,8 @@ func Boot(ctx context.Context, cfg Config) (*Run, error) {
 	if cfg.Stdin != nil && mirror != nil {
 		console, mirror = io.TeeReader(stdout, mirror), nil
 	}
-	readConsole(console, run, start, mirror)
+	readConsole(console, run, start, mirror, input.release)
+	input.release() // the image has exited: what is left goes nowhere
 	waitErr := cmd.Wait()
 	run.Elapsed = time.Since(start)
 	run.Stderr = stderr.String()
@@ -285,9 +298,24 @@ func (r *Run) ImageStatus() (int, bool) {
 	return r.ExitCode, true
 }
 
+// gate holds a reader back until it is released.
+type gate struct {
+	r    io.Reader
+	open chan struct{}
+	once sync.Once
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	<-g.open
+	return g.r.Read(p)
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
 // readConsole splits the console into lines, keeps them, and parses the
-// result lines. Malformed result lines are kept as console text only.
-func readConsole(r io.Reader, run *Run, start time.Time, mirror io.Writer) {
+// result lines; ready is called at the image's ready line. Malformed
+// result lines are kept as console text only.
+func readConsole(r io.Reader, run *Run, start time.Time, mirror io.Writer, ready func()) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -302,6 +330,9 @@ func readConsole(r io.Reader, run *Run, start time.Time, mirror io.Writer) {
 		}
 		if l.Event == "banner" && run.Banner == 0 {
 			run.Banner = time.Since(start)
+		}
+		if l.Event == "ready" {
+			ready()
 		}
 		run.Results = append(run.Results, l)
 	}

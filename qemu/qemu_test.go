@@ -80,7 +80,7 @@ func TestEchoServerWrongPortAndClose(t *testing.T) {
 func TestReadConsoleParsesResultLines(t *testing.T) {
 	console := "TamaGo boot\r\nyolk: banner board=x\r\nyolk: Broken!\r\nyolk: exit code=3\r\npartial"
 	run := &Run{}
-	readConsole(strings.NewReader(console), run, time.Now(), nil)
+	readConsole(strings.NewReader(console), run, time.Now(), nil, func() {})
 	assert.Equal(t, []string{"TamaGo boot", "yolk: banner board=x", "yolk: Broken!", "yolk: exit code=3", "partial"}, run.Lines)
 	require.Len(t, run.Results, 2, "the malformed line is console text, not a result")
 	assert.NotZero(t, run.Banner)

@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"bytes"
-	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,35 +11,6 @@ import (
 	"yolk/qemu"
 	"yolk/runtime/shell"
 )
-
-// typist types into the console once the shell has started, the way a
-// person waits for the board to boot: QEMU reads its stdin from the
-// start, and a byte that reaches the UART before the board resets it
-// would be lost.
-type typist struct {
-	w       *io.PipeWriter
-	input   string
-	seen    []byte // the console so far, until the shell starts
-	started bool
-}
-
-// Write watches the console (it arrives as QEMU writes it, in chunks
-// that may split a line) for the shell's start, then types the whole
-// input and ends it.
-func (ty *typist) Write(p []byte) (int, error) {
-	if ty.started {
-		return len(p), nil
-	}
-	ty.seen = append(ty.seen, p...)
-	if bytes.Contains(ty.seen, []byte("yolk: scenario name=shell ")) {
-		ty.started, ty.seen = true, nil
-		go func() {
-			io.WriteString(ty.w, ty.input)
-			ty.w.Close()
-		}()
-	}
-	return len(p), nil
-}
 
 // transcript splits the console at the prompts: each command line as
 // echoed, with what it printed.
@@ -82,10 +51,9 @@ func TestShellOnTheConsole(t *testing.T) {
 		"exit 9\x03", // Ctrl-C: never runs
 		"exit 3",
 	}, "\r") + "\r"
-	r, w := io.Pipe()
-	ty := &typist{w: w, input: input}
-	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"shell"}, Stdin: r, Console: ty})
-	w.Close()
+	// The harness holds the input back until the image is ready, as a
+	// person waits for the prompt.
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"shell"}, Stdin: strings.NewReader(input)})
 	require.Equal(t, 3, run.ExitCode, run.Tail(40))
 	// The last verdict is the shell's; run sleep's came before it.
 	res, ok := run.Verdict()
@@ -144,10 +112,7 @@ func TestShellOnTheConsole(t *testing.T) {
 func TestShellOnTheUSBArmoryConsole(t *testing.T) {
 	img := needImage(t, "YOLK_IMAGE_USBARMORY", "image", "usbarmory", ".elf")
 	needQEMU(t)
-	r, w := io.Pipe()
-	ty := &typist{w: w, input: "ps\rmaps 2\rexit 4\r"}
-	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Append: []string{"shell"}, Stdin: r, Console: ty})
-	w.Close()
+	run := boot(t, qemu.Config{Image: img, Target: "usbarmory", Append: []string{"shell"}, Stdin: strings.NewReader("ps\rmaps 2\rexit 4\r")})
 	require.Equal(t, 4, run.ExitCode, run.Tail(30))
 	b, _ := run.Find("banner")
 	assert.Equal(t, "UART2", b.Value("console"))
@@ -181,10 +146,7 @@ func TestShellREADMETranscript(t *testing.T) {
 	}
 	require.NotEmpty(t, input)
 
-	r, w := io.Pipe()
-	ty := &typist{w: w, input: strings.Join(input, "\r") + "\r"}
-	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"shell"}, Stdin: r, Console: ty})
-	w.Close()
+	run := boot(t, qemu.Config{Image: evkImage(t), Append: []string{"shell"}, Stdin: strings.NewReader(strings.Join(input, "\r") + "\r")})
 	var got []string
 	for _, l := range run.Lines {
 		if strings.HasPrefix(l, shell.Prompt) || len(got) > 0 {

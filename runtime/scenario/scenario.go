@@ -20,6 +20,9 @@
 //	   fatal error (the image has no "yolk: exit" line then)
 //	5  the scenario's watchdog found the machine stalled: no progress for
 //	   its set time with free memory at or below min (a deadlock shown)
+//
+// A scenario may also end with a status of its own choosing, reported as
+// status=exit (the shell's `exit N`: see ExitError).
 package scenario
 
 import (

@@ -40,10 +40,12 @@
 // their own memory manager, and a pool serves one at a time (it has a
 // single reclaimer and a single LRU release hook), so the shell's tasks
 // exit and its manager closes first, and both start again afterwards,
-// with fresh PIDs and counters, as after a reboot. The shell then says
-// whether the pool got back every frame the scenario took.
+// on a new manager: PIDs from 1 and counters from zero, as after a
+// reboot. The shell then says whether the pool got back every frame the
+// scenario took.
 //
-// Locks: the shell itself runs on one goroutine and holds none; mm and
-// phys take their own. The manager's log (OOM kills, swapon) is written
-// to the console as it happens, like printk.
+// Locks: the shell runs on one goroutine; its only lock is the console
+// writer's, since the manager's log (OOM kills, swapon) is written to
+// the console from whichever goroutine logs, as it happens, like printk.
+// mm and phys take their own.
 package shell

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 // MaxLine is the longest line the editor takes, in bytes.
@@ -233,13 +234,17 @@ func (e *editor) remember(s string) {
 
 // onlcr turns "\n" into "\r\n" on the way out, as a Linux tty's ONLCR
 // does, for a serial terminal in raw mode. An existing "\r\n" is left as
-// it is.
+// it is. The memory manager's messages come from its own goroutines
+// (kswapd, the OOM killer), hence the lock.
 type onlcr struct {
+	mu     sync.Mutex
 	w      io.Writer
 	lastCR bool
 }
 
 func (o *onlcr) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var b []byte
 	for _, c := range p {
 		if c == '\n' && !o.lastCR {

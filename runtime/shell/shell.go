@@ -355,6 +355,11 @@ func (s *Shell) sysctl(args []string) error {
 			if err := s.store(path, value); err != nil {
 				return fmt.Errorf("%s: %w", name, errors.Unwrap(err))
 			}
+			if f, _ := s.open(path); f.read == nil {
+				// Write-only (drop_caches): sysctl(8) shows what it wrote.
+				fmt.Fprintf(s.out, "%s = %s\n", name, strings.TrimSpace(value))
+				continue
+			}
 		}
 		if err := s.showSysctl(name); err != nil {
 			return err

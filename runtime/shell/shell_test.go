@@ -137,7 +137,7 @@ func TestEveryCommandAnswers(t *testing.T) {
 		"cat /sys/kernel/mm/transparent_hugepage/enabled",
 		`echo "madvise" >/sys/kernel/mm/transparent_hugepage/enabled`,
 		"cat /sys/kernel/mm/transparent_hugepage/enabled",
-		"echo 3 > /proc/sys/vm/drop_caches", "echo hello  world",
+		"echo 3 > /proc/sys/vm/drop_caches", "sysctl vm.drop_caches=1", "echo hello  world",
 		"run fill k=v", "ps", "exit 42", "never read",
 	}, "\n")+"\n", cfg)
 
@@ -198,6 +198,7 @@ func TestEveryCommandAnswers(t *testing.T) {
 	assert.Equal(t, "always [madvise] never", thp[2][1])
 	assert.Empty(t, s.answer(t, "echo never > /sys/kernel/mm/transparent_hugepage/enabled"))
 	assert.Empty(t, s.answer(t, "echo 3 > /proc/sys/vm/drop_caches"))
+	assert.Equal(t, "vm.drop_caches = 1\n", s.answer(t, "sysctl vm.drop_caches=1"))
 	assert.Equal(t, "hello world\n", s.answer(t, "echo hello  world"))
 
 	// The tasks stop before the run and start again after it (swapon

@@ -74,7 +74,7 @@ func init() {
 			{Name: "export", Value: cmdline.Text{Max: 4096}, Service: "nbd", Help: "the export's name"},
 			{Name: "flood", Value: cmdline.HostPort{}, Service: "flood",
 				Help: "the flood server (the harness starts one): unrelated TCP and UDP traffic during the swap phase"},
-			{Name: "flood_kbps", Value: cmdline.Int{Min: 0, Max: 4096}, Default: "512",
+			{Name: "flood_kbps", Value: cmdline.Int{Min: 0, Max: 4096}, Default: "128",
 				Help: "the UDP flood's rate in KiB/s during the swap phase (0: no flood)"},
 			{Name: "verbose", Value: cmdline.Bool{}, Default: "false",
 				Help: "also print the /proc files the phases print"},

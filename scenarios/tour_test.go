@@ -46,7 +46,7 @@ func TestTourPhasesBind(t *testing.T) {
 	assert.GreaterOrEqual(t, got["nbdswap"].Int("ws"), 200, "a working set larger than the pool")
 	sub, err := tourArgs(tourPhases[2], tourLine(t, "nbd=10.0.2.2:10809 flood=10.0.2.2:9"), false)
 	require.NoError(t, err)
-	assert.Equal(t, 512, sub.Int("flood_kbps"), "the tour's default rate")
+	assert.Equal(t, 128, sub.Int("flood_kbps"), "the tour's default rate")
 
 	// Without a flood server the phase runs without a flood.
 	sub, err = tourArgs(tourPhases[2], tourLine(t, "nbd=10.0.2.2:10809"), false)

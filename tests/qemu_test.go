@@ -399,7 +399,7 @@ func checkTourSummary(t *testing.T, console string) {
 	assert.Equal(t, "0", tour.Value("region_mismatches"))
 	assert.Equal(t, "0", tour.Value("rx_memalloc_drops"), "classify-first drops no NBD frame")
 	nbdswap, _ := run.Find("nbdswap")
-	assert.Equal(t, "512", nbdswap.Value("flood_kbps"), "the swap phase runs under the flood")
+	assert.Equal(t, "128", nbdswap.Value("flood_kbps"), "the swap phase runs under the flood")
 	assert.Regexp(t, `flood server on \S+ sent [1-9]\d* bytes`, console, "the flood reached the guest")
 	// The table a person reads says the same as the tour line.
 	assert.Regexp(t, `pages swapped out to NBD \(nbdswap phase\) +`+tour.Value("pswpout")+`\n`, console)

@@ -3,7 +3,6 @@ package scenarios
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -254,24 +253,32 @@ type tourItem struct {
 	key, event, field, label string
 }
 
+// tourGroups heads the table's groups, by the phase line they come from.
+var tourGroups = map[string]string{
+	"thp-vmstat": "huge pages and MADV_FREE (thp)",
+	"pressure":   "a working set twice its pool, swapped to NBD (nbdswap)",
+	"nbdswap":    "the receive path under the flood (nbdswap)",
+	"region":     "a journaled mapping (region)",
+}
+
 var tourItems = []tourItem{
-	{"thp_fault_alloc", "thp-vmstat", "thp_fault_alloc", "huge pages faulted in (thp phase)"},
+	{"thp_fault_alloc", "thp-vmstat", "thp_fault_alloc", "huge pages faulted in"},
 	{"thp_split_pmd", "thp-vmstat", "thp_split_pmd", "huge mappings split"},
 	{"thp_split_page", "thp-vmstat", "thp_split_page", "huge pages split"},
 	{"pglazyfree", "thp-vmstat", "pglazyfree", "pages given MADV_FREE"},
 	{"pglazyfreed", "thp-vmstat", "pglazyfreed", "lazy-free pages discarded"},
-	{"pswpout", "pressure", "pswpout", "pages swapped out to NBD (nbdswap phase)"},
+	{"pswpout", "pressure", "pswpout", "pages swapped out"},
 	{"pswpin", "pressure", "pswpin", "pages swapped in"},
 	{"pgmajfault", "pressure", "pgmajfault", "major faults"},
 	{"swap_pages_checked", "pressure", "pages_checked", "pages checked byte for byte"},
 	{"swap_mismatches", "pressure", "mismatches", "pages that read back wrong"},
 	{"rx_frames", "nbdswap", "frames", "frames received"},
 	{"rx_dropped", "nbdswap", "dropped", "frames dropped before any allocation"},
-	{"rx_drop_watermark", "nbdswap", "drop_watermark", "  of which at the watermark"},
-	{"rx_memalloc_drops", "nbdswap", "memalloc_drops", "NBD frames dropped"},
+	{"rx_drop_watermark", "nbdswap", "drop_watermark", "  of them at the watermark"},
+	{"rx_memalloc_drops", "nbdswap", "memalloc_drops", "frames of the NBD connection dropped"},
 	{"rx_pfmemalloc_admits", "nbdswap", "pfmemalloc_admits", "NBD frames let into the reserve"},
-	{"rx_reserve_peak", "nbdswap", "reserve_peak", "network reserve peak, frames"},
-	{"commits", "region", "commits", "journal commits (region phase)"},
+	{"rx_reserve_peak", "nbdswap", "reserve_peak", "reserve peak, frames"},
+	{"commits", "region", "commits", "journal commits"},
 	{"msyncs", "region", "msyncs", "msyncs"},
 	{"reclaim_writes", "region", "reclaim_writes", "dirty pages written back by reclaim"},
 	{"region_pages_checked", "region", "pages_checked", "pages checked byte for byte"},
@@ -318,14 +325,17 @@ func (s tourSummary) kv() []any {
 func (s tourSummary) table(elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nyolk tour: what happened, in %.1f s\n", elapsed.Seconds())
+	group := ""
 	for i, it := range tourItems {
+		if g := tourGroups[it.event]; g != group {
+			group = g
+			fmt.Fprintf(&b, "  %s\n", g)
+		}
 		v := s.values[i]
 		if v == "" {
 			v = "-"
-		} else if n, err := strconv.ParseUint(v, 10, 64); err == nil {
-			v = strconv.FormatUint(n, 10)
 		}
-		fmt.Fprintf(&b, "  %-44s %10s\n", it.label, v)
+		fmt.Fprintf(&b, "    %-40s %10s\n", it.label, v)
 	}
 	return b.String()
 }

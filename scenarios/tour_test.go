@@ -116,8 +116,8 @@ func TestTourCollector(t *testing.T) {
 
 	table := sum.table(31 * time.Second)
 	assert.Contains(t, table, "what happened, in 31.0 s")
-	assert.Regexp(t, `pages swapped out to NBD \(nbdswap phase\) +7000\n`, table)
-	assert.Regexp(t, `journal commits \(region phase\) +-\n`, table)
+	assert.Regexp(t, `\n  a working set twice its pool, swapped to NBD \(nbdswap\)\n    pages swapped out +7000\n`, table)
+	assert.Regexp(t, `\n  a journaled mapping \(region\)\n    journal commits +-\n`, table)
 
 	// verbose shows the /proc text too.
 	out.Reset()

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -157,4 +158,25 @@ func TestShellREADMETranscript(t *testing.T) {
 		}
 	}
 	assert.Equal(t, want, got)
+}
+
+// TestShellThroughTheHarnessCommand is make shell without a terminal:
+// yolk-qemu reads the bare word as the scenario (so it starts no echo
+// server for selftest), feeds its own stdin to the console, takes the
+// shell's verdict, not that of the scenario it ran, and exits with the
+// status exit gave.
+func TestShellThroughTheHarnessCommand(t *testing.T) {
+	img := evkImage(t)
+	var out, said strings.Builder
+	cmd := exec.Command(harness(t), "-image", img, "-timeout", "60s", "shell")
+	cmd.Stdin = strings.NewReader("run sleep duration=1ms\rexit 6\r")
+	cmd.Stdout, cmd.Stderr = &out, &said
+	err := cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, said.String())
+	assert.Equal(t, 6, ee.ExitCode(), said.String())
+	assert.Contains(t, out.String(), "yolk: params scenario=shell\n")
+	assert.Contains(t, out.String(), "yolk# exit 6\r\n")
+	assert.Contains(t, said.String(), "yolk-qemu: scenario shell exit, QEMU exit status 6")
+	assert.NotContains(t, said.String(), "echo server")
 }

@@ -1,7 +1,7 @@
 // Command yolk-qemu boots a yolk image under QEMU with the host services its
 // scenario needs, shows the console, and exits with the image's status.
 //
-//	yolk-qemu -image build/yolk-mx6ullevk.elf [-target mx6ullevk] [-timeout 120s] [key=value ...]
+//	yolk-qemu -image build/yolk-mx6ullevk.elf [-target mx6ullevk] [-timeout 180s] [key=value ...]
 //
 // The key=value words are the image's boot parameters. The harness reads
 // which parameters the chosen scenario takes (package yolk/scenarios) and
@@ -55,7 +55,7 @@ const (
 func main() {
 	image := flag.String("image", "", "ELF image to boot")
 	target := flag.String("target", "mx6ullevk", "board target (mx6ullevk or usbarmory)")
-	timeout := flag.Duration("timeout", 120*time.Second, "kill QEMU after this long")
+	timeout := flag.Duration("timeout", 180*time.Second, "kill QEMU after this long")
 	services := flag.Bool("services", true, "start the host services the scenario's parameters point at, unless given")
 	plotFile := flag.String("plot", "auto", "write the run's stat lines as a PNG plot to this file, and as CSV beside it (auto: yolk-SCENARIO.png beside the image; empty: no plot)")
 	nbdSize := flag.Int64("nbd-size", 0, "size in bytes of the nbdkit memory server started for nbd= (0: 64 MiB, or what the scenario needs if more)")

@@ -127,3 +127,34 @@ func TestTourCollector(t *testing.T) {
 	assert.Contains(t, out.String(), "yolk: proc file=/proc/meminfo")
 	assert.Contains(t, out.String(), "\nMemTotal:  4096 kB\n")
 }
+
+// A tour whose phases cannot run fails, says which, and reports their
+// figures missing rather than zero.
+func TestTourFailsWhenAPhaseFails(t *testing.T) {
+	code, out := runLine(t, "nbd=127.0.0.1:1", withPool(t)) // no network: selftest's echo, nbdswap and region fail
+	assert.Equal(t, scenario.ExitFail, code, out)
+	var done []result.Line
+	var tour, verdict result.Line
+	for _, s := range strings.Split(out, "\n") {
+		l, err := result.Parse(s)
+		switch {
+		case err != nil:
+		case l.Event == "tour-phase-done":
+			done = append(done, l)
+		case l.Event == "tour":
+			tour = l
+		case l.Event == "result":
+			verdict = l
+		}
+	}
+	require.Len(t, done, len(tourPhases), out)
+	ok := map[string]string{}
+	for _, l := range done {
+		ok[l.Value("scenario")] = l.Value("ok")
+	}
+	assert.Equal(t, map[string]string{"selftest": "false", "thp": "true", "nbdswap": "false", "region": "false"}, ok)
+	assert.Equal(t, "5", tour.Value("thp_fault_alloc"), "the phase that ran is summed")
+	assert.Contains(t, tour.Value("missing"), "pswpout")
+	assert.Equal(t, "fail", verdict.Value("status"))
+	assert.Contains(t, verdict.Value("err"), "the selftest, nbdswap, region phases failed")
+}

@@ -339,6 +339,7 @@ func TestMakeQEMU(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	checkTourSummary(t, out)
+	matchExample(t, readmeExample(t, ""), out, "make qemu")
 
 	out, err = qemu.MakeOutput(ctx, "qemu", "BUILD="+buildDir, "APPEND=scenario=selftest host=10.0.2.2:1 timeout=3s")
 	var ee *exec.ExitError

@@ -181,7 +181,8 @@ func TestPressureNBDSize(t *testing.T) {
 		{"scenario=pressure pool=64 ws=300 nbd=10.0.2.2:1 export=x", 217 << 20},
 		{"scenario=pressure pool=1", 0}, // refused by the image anyway
 		{"scenario=journal", 0},
-		{"", 0},
+		{"scenario=selftest", 0},
+		{"", 10 << 20}, // the tour: its nbdswap phase's swap
 	} {
 		p, err := cmdline.Parse(c.line, false)
 		require.NoError(t, err)

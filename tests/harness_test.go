@@ -64,7 +64,7 @@ func TestHarnessExitStatus(t *testing.T) {
 		assert.Contains(t, said, "yolk-qemu: the Go runtime died (no verdict; the panic is above), QEMU exit status 4")
 	})
 	t.Run("scenario fails", func(t *testing.T) {
-		code, _, said := runHarness(t, "-image", img, "host=10.0.2.2:1", "timeout=3s")
+		code, _, said := runHarness(t, "-image", img, "scenario=selftest", "host=10.0.2.2:1", "timeout=3s")
 		assert.Equal(t, 1, code, said)
 		assert.Contains(t, said, "yolk-qemu: scenario selftest fail, QEMU exit status 1")
 		assert.NotContains(t, said, "echo server", "host= was given, so the harness started no echo server")

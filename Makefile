@@ -1,7 +1,7 @@
 # yolk: build, boot and test the image.
 #
 #   make                      build the image (build/yolk-mx6ullevk.elf); same as make image
-#   make qemu                 build the image and boot it in QEMU: the tour of the whole machine (about 45 s)
+#   make qemu                 build the image and boot it in QEMU: the tour of the whole machine (about 40 s)
 #   make qemu APPEND='k=v'    ...with boot parameters, e.g. APPEND='scenario=journal'
 #                             (a run with stat lines is plotted: PLOT=FILE.png, PLOT= for none)
 #   make plot                 redraw docs/pressure.png, the README's picture, from a new nbdswap run

@@ -158,9 +158,7 @@ func tour(env *scenario.Env) error {
 		sc, _ := scenario.Lookup(ph.scenario)
 		env.Report("tour-phase", "phase", i+1, "of", len(tourPhases), "scenario", ph.scenario, "what", ph.what,
 			"t_ms", time.Since(start).Milliseconds())
-		penv := scenario.NewEnv(scenario.NewReporter(col), sub, env.Board)
-		penv.Pool, penv.Phys, penv.PhysErr = env.Pool, env.Phys, env.PhysErr
-		penv.Net, penv.NetErr, penv.Rx, penv.Halt = env.Net, env.NetErr, env.Rx, env.Halt
+		penv := env.SubTo(sub, col)
 		t := time.Now()
 		err = sc.Run(penv)
 		ok := err == nil && !penv.Failed()

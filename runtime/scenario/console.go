@@ -60,6 +60,16 @@ func (e *Env) Sub(args cmdline.Args) *Env {
 		Net: e.Net, NetErr: e.NetErr, Rx: e.Rx, Halt: e.Halt, out: e.out}
 }
 
+// SubTo is Sub with the new environment's lines written to w rather than
+// the console: for a caller that passes them on itself (the tour, which
+// keeps its phases' /proc dumps back and puts their stat lines on its
+// own clock).
+func (e *Env) SubTo(args cmdline.Args, w io.Writer) *Env {
+	s := e.Sub(args)
+	s.out = NewReporter(w)
+	return s
+}
+
 // Write writes p to the console as it is.
 func (r *Reporter) Write(p []byte) (int, error) {
 	r.mu.Lock()

@@ -72,3 +72,20 @@ func TestSubRunsOnTheSameMachine(t *testing.T) {
 }
 
 var assertErr = &ExitError{Code: 1}
+
+// SubTo's lines go to its writer, not the console; the machine is the
+// same.
+func TestSubToWritesElsewhere(t *testing.T) {
+	var console, phase bytes.Buffer
+	parent := NewEnv(NewReporter(&console), cmdline.Args{}, board.Info{Name: "host"})
+	parent.Pool = make([]byte, 4096)
+	p, err := cmdline.Parse("scenario=t-pass", false)
+	require.NoError(t, err)
+	args, err := CheckParams(p)
+	require.NoError(t, err)
+	sub := parent.SubTo(args, &phase)
+	assert.Equal(t, ExitPass, Run(sub))
+	assert.Same(t, &parent.Pool[0], &sub.Pool[0])
+	assert.Contains(t, phase.String(), "yolk: result scenario=t-pass status=pass code=0\n")
+	assert.Empty(t, console.String())
+}

@@ -3,7 +3,11 @@
 package imx6ul
 
 import (
+	"io"
+	"sync"
 	_ "unsafe" // for go:linkname
+
+	"github.com/usbarmory/tamago/soc/nxp/uart"
 
 	"yolk/board"
 )
@@ -20,6 +24,24 @@ var ramSize uint32 = RuntimeSize
 type Machine struct {
 	// Layout is the board's memory map and identity.
 	Layout board.Info
+	// ConsoleUART is the UART TamaGo's board prints on, and ConsoleIRQ
+	// its interrupt (IMX6ULRM, table 3-1: UART1 is GIC SPI 26, UART2 27).
+	ConsoleUART *uart.UART
+	ConsoleIRQ  int
+}
+
+// console is the image's one console input, made on first use.
+var console struct {
+	once sync.Once
+	in   *Console
+}
+
+// Console returns the console's input. Call it after Init, which starts
+// interrupt handling; only a scenario that reads the console does, so
+// that the receive interrupt is taken only then.
+func (m Machine) Console() io.Reader {
+	console.once.Do(func() { console.in = NewConsole(m.ConsoleUART, m.ConsoleIRQ) })
+	return console.in
 }
 
 // Emulated reports whether the SoC is QEMU's model rather than silicon.

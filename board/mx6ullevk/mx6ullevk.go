@@ -14,7 +14,8 @@ import (
 )
 
 // Machine is the board the image runs on.
-var Machine = machine{soc.Machine{Layout: Layout}}
+// Its console is UART1, QEMU's first -serial.
+var Machine = machine{soc.Machine{Layout: Layout, ConsoleUART: imx6ul.UART1, ConsoleIRQ: imx6ul.BASE_IRQ + 26}}
 
 type machine struct{ soc.Machine }
 

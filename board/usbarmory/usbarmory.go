@@ -14,7 +14,8 @@ import (
 )
 
 // Machine is the board the image runs on.
-var Machine = machine{soc.Machine{Layout: Layout}}
+// Its console is UART2, the debug accessory's serial port (QEMU's second -serial).
+var Machine = machine{soc.Machine{Layout: Layout, ConsoleUART: imx6ul.UART2, ConsoleIRQ: imx6ul.BASE_IRQ + 27}}
 
 type machine struct{ soc.Machine }
 

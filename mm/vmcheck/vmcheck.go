@@ -691,9 +691,18 @@ func (r *runner) write(s *space) error {
 	for i := range data {
 		data[i] = byte(r.src.Intn(256))
 	}
+	// A lazily freed page that still has its data may yet be dropped by
+	// reclaim (kswapd beside the runner, RunConcurrent's reclaimers)
+	// after resolve has read it and before the write lands; the write
+	// then goes to a fresh zero page. Those pages are settled once the
+	// write has ended their laziness.
+	var unsettled []uint32
 	for a := addr &^ (pageSize - 1); uint64(a) < uint64(addr)+uint64(n); a += pageSize {
 		if err := r.resolve(s, a); err != nil {
 			return err
+		}
+		if p := s.pages[a]; p != nil && p.maybeZero {
+			unsettled = append(unsettled, a)
 		}
 	}
 	err := s.as.Write(addr, data)
@@ -711,7 +720,45 @@ func (r *runner) write(s *space) error {
 		pa := a &^ (pageSize - 1)
 		off += r.store(s.pages[pa], a-pa, data[off:])
 	}
-	return checkFault(err, faddr, reason, ok)
+	if err := checkFault(err, faddr, reason, ok); err != nil {
+		return err
+	}
+	for _, a := range unsettled {
+		if err := r.settleLazy(s, a, addr, len(data)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleLazy reads back a page that was lazily freed with data when a write
+// of [addr, addr+n) began: if reclaim dropped it before the write landed,
+// only the written bytes are there, on zeroes, and the model takes that.
+// A page the write never reached is still lazy and left as it is.
+func (r *runner) settleLazy(s *space, a, addr uint32, n int) error {
+	p := s.pages[a]
+	if p == nil || p.maybeZero || p.data == nil || uint64(a) >= uint64(addr)+uint64(n) {
+		return nil
+	}
+	var got [pageSize]byte
+	if err := s.as.Read(a, got[:]); err != nil {
+		if _, lost := r.swapFault(err, a, pageSize, 0, true); lost {
+			return nil // unread: the model keeps the likelier content
+		}
+		return fmt.Errorf("settling %#08x: %w", a, err)
+	}
+	if got == *p.data {
+		return nil
+	}
+	lo := max(addr, a) - a
+	hi := uint32(min(uint64(addr)+uint64(n), uint64(a)+pageSize) - uint64(a))
+	var fresh [pageSize]byte
+	copy(fresh[lo:hi], p.data[lo:hi])
+	if got != fresh {
+		return fmt.Errorf("write %#08x after MADV_FREE: the page is neither its data nor zeroes under the bytes written", a)
+	}
+	p.data = &fresh
+	return nil
 }
 
 // fill writes a few bytes into each writable page of a run of up to 128
@@ -727,6 +774,7 @@ func (r *runner) fill(s *space) error {
 		if err := r.resolve(s, addr); err != nil {
 			return err
 		}
+		lazy := p.maybeZero // see write
 		off := uint32(r.src.Intn(pageSize - 16))
 		var b [16]byte
 		for j := range b {
@@ -739,6 +787,11 @@ func (r *runner) fill(s *space) error {
 			return fmt.Errorf("fill %#08x: %w", addr+off, err)
 		}
 		r.store(p, off, b[:])
+		if lazy {
+			if err := r.settleLazy(s, addr, addr+off, len(b)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -615,25 +615,40 @@ func (m *Manager) splitHugePage(pfn phys.PFN, list *[]phys.PFN) (int, error) {
 		m.thp.splitPageFailed.Add(1)
 		return 0, fmt.Errorf("mm: split_huge_page: %v: a page-table lock is taken: %w", head, ErrBusy)
 	}
-	// The page comes off its list for the split, and every frame that
-	// survives it goes on one (lru_add_split_folio), the caller's frame
-	// only if the page was on one: reclaim splits a page it isolated.
-	m.lru.mu.Lock()
-	hp := m.pool.Page(head)
-	onLRU := hp.Test(phys.PGLRU)
-	if onLRU {
-		m.lruUnlink(head, hp)
-		hp.Clear(phys.PGLRU)
-	}
-	m.lru.mu.Unlock()
 	// Which frames survive is decided now: with every mapper's lock
 	// held no mapping of them can come or go, and the split frees the
 	// others at once, to be reused by any space (whose lock we do not
 	// hold) before the loop below runs.
 	var mapped [hugeNr]bool
+	maps := int32(0)
 	for k := range mapped {
-		mapped[k] = m.pool.Page(head+phys.PFN(k)).MapCount() > 0
+		n := m.pool.Page(head + phys.PFN(k)).MapCount()
+		mapped[k], maps = n > 0, maps+n
 	}
+	// The page comes off its list for the split, and every frame that
+	// survives it goes on one (lru_add_split_folio), the caller's frame
+	// only if the page was on one: reclaim splits a page it isolated.
+	// A page on no list with more references than its mappings and the
+	// caller's may be isolated by someone else, who would put it back
+	// whole, uncounted by the split, between this look and phys's count
+	// of the references: Linux's split freezes the count before it looks
+	// at the LRU; here the split is refused as busy, as phys would
+	// refuse it for the extra reference.
+	m.lru.mu.Lock()
+	hp := m.pool.Page(head)
+	onLRU := hp.Test(phys.PGLRU)
+	switch {
+	case onLRU:
+		m.lruUnlink(head, hp)
+		hp.Clear(phys.PGLRU)
+	case hp.RefCount() != maps+1:
+		m.lru.mu.Unlock()
+		unlock()
+		m.thp.splitPageFailed.Add(1)
+		return 0, fmt.Errorf("mm: split_huge_page: %v is off the LRU with %d references for %d mappings and the caller's: %w",
+			head, hp.RefCount(), maps, ErrBusy)
+	}
+	m.lru.mu.Unlock()
 	m.deferredMu.Lock()
 	err := m.pool.SplitCompound(pfn, 1)
 	if err == nil {

@@ -6,9 +6,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/usbarmory/tamago/soc/nxp/uart"
+
+	"yolk/board/mmio"
 )
 
 // Console input.
@@ -58,8 +59,8 @@ func NewConsole(u *uart.UART, irq int) *Console {
 	c := &Console{uart: u, irq: irq, ready: make(chan struct{}, 1)}
 	HandleInterrupt(irq, c.interrupt)
 	// RRDYEN: interrupt while the RX FIFO is at or above its trigger.
-	ucr1 := mmio(u.Base + regUCR1)
-	ucr1.write(ucr1.read() | 1<<uart.UCR1_RRDYEN)
+	ucr1 := mmio.Reg(u.Base + regUCR1)
+	ucr1.Write(ucr1.Read() | 1<<uart.UCR1_RRDYEN)
 	return c
 }
 
@@ -113,16 +114,3 @@ func (c *Console) Read(p []byte) (int, error) {
 		}
 	}
 }
-
-// mmio is a 32-bit device register at a physical address (TamaGo maps
-// peripherals flat); atomic loads and stores are neither split nor
-// dropped by the compiler.
-type mmio uint32
-
-func (r mmio) ptr() *uint32 {
-	var p unsafe.Pointer
-	return (*uint32)(unsafe.Add(p, uintptr(r)))
-}
-
-func (r mmio) read() uint32   { return atomic.LoadUint32(r.ptr()) }
-func (r mmio) write(v uint32) { atomic.StoreUint32(r.ptr(), v) }

@@ -23,6 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"yolk/board/mmio"
 	"yolk/net/rx"
 )
 
@@ -101,20 +102,6 @@ const (
 	// ring's address, which should be 64-byte aligned.
 	regRDSR = 0x0180
 )
-
-// mmio is a 32-bit device register at a physical address (TamaGo maps
-// peripherals flat). Loads and stores are atomic, so the compiler neither
-// splits nor drops them, and on ARMv7 they carry the barriers that order
-// them after the descriptor stores that precede them.
-type mmio uint32
-
-func (r mmio) ptr() *uint32 {
-	var p unsafe.Pointer
-	return (*uint32)(unsafe.Add(p, uintptr(r)))
-}
-
-func (r mmio) read() uint32   { return atomic.LoadUint32(r.ptr()) }
-func (r mmio) write(v uint32) { atomic.StoreUint32(r.ptr(), v) }
 
 var started atomic.Bool
 
@@ -248,8 +235,8 @@ func takeRx(eth *enet.ENET, recv *rx.Receiver) (*rx.Ring, error) {
 		bufs[i] = bufMem[off : off+rx.BufSize : off+rx.BufSize]
 		addrs[i] = uint32(bufAddr) + uint32(off)
 	}
-	rdar := mmio(eth.Base + regRDAR)
-	ring, err := rx.NewRing(desc, bufs, addrs, func() { rdar.write(rdarActive) }, recv)
+	rdar := mmio.Reg(eth.Base + regRDAR)
+	ring, err := rx.NewRing(desc, bufs, addrs, func() { rdar.Write(rdarActive) }, recv)
 	if err != nil {
 		return nil, err
 	}
@@ -262,13 +249,13 @@ func takeRx(eth *enet.ENET, recv *rx.Receiver) (*rx.Ring, error) {
 	// has been transmitted yet, since the stack does not exist. The
 	// read-modify-write keeps ECR[DBSWP] (bit 8), the little-endian
 	// descriptors the ring is laid out for.
-	ecr := mmio(eth.Base + regECR)
-	ecr.write(ecr.read() &^ ecrEtherEn)
+	ecr := mmio.Reg(eth.Base + regECR)
+	ecr.Write(ecr.Read() &^ ecrEtherEn)
 	// RDSR: the ring's start.
-	mmio(eth.Base + regRDSR).write(uint32(descAddr))
-	ecr.write(ecr.read() | ecrEtherEn)
+	mmio.Reg(eth.Base + regRDSR).Write(uint32(descAddr))
+	ecr.Write(ecr.Read() | ecrEtherEn)
 	// RDAR: every descriptor is empty.
-	rdar.write(rdarActive)
+	rdar.Write(rdarActive)
 	return ring, nil
 }
 
@@ -277,6 +264,6 @@ func takeRx(eth *enet.ENET, recv *rx.Receiver) (*rx.Ring, error) {
 // waiting for the next one. EIR is write-1-to-clear: only RXF is written
 // (TamaGo's ClearInterrupt writes back every pending bit).
 func receive(eth *enet.ENET, ring *rx.Ring) {
-	mmio(eth.Base + regEIR).write(1 << enet.IRQ_RXF)
+	mmio.Reg(eth.Base + regEIR).Write(1 << enet.IRQ_RXF)
 	ring.Drain()
 }

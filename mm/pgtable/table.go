@@ -79,6 +79,9 @@ type Table struct {
 	deposited [WindowSections / 64]uint64
 
 	pages int // frames in use: the root block and table pages
+
+	// tlb hears of every hardware descriptor that changes (tlb.go).
+	tlb TLB
 }
 
 // New allocates an empty table from pool with context ctx (which should
@@ -204,7 +207,7 @@ func (t *Table) install(pair uint32, f phys.PFN) {
 	pa := uint32(f.Addr())
 	for half := uint32(0); half < 2; half++ {
 		if i := pair*2 + half; get32(t.sl1, i) == 0 {
-			put32(t.l1, i, uint32(userTable(pa+hwOffset+half*tableHalf)))
+			t.setL1(i, userTable(pa+hwOffset+half*tableHalf))
 		}
 	}
 	t.pages++
@@ -227,7 +230,7 @@ func (t *Table) Set(va uint32, p PTE) {
 	}
 	old := PTE(get32(pg[:], e))
 	put32(pg[:], e, uint32(p))
-	put32(pg[:], e+2*PTEsPerTable, uint32(p.HardwarePTE()))
+	t.setL2(va, pg, e, p.HardwarePTE())
 	if old.None() == p.None() {
 		return
 	}
@@ -247,7 +250,7 @@ func (t *Table) Set(va uint32, p PTE) {
 func (t *Table) release(pair uint32) {
 	for half := uint32(0); half < 2; half++ {
 		if i := pair*2 + half; L1(get32(t.l1, i)).Kind() == KindTable {
-			put32(t.l1, i, 0)
+			t.setL1(i, 0)
 		}
 	}
 	f := t.pfns[pair]
@@ -278,11 +281,11 @@ func (t *Table) SetSection(va uint32, p PTE) error {
 	put32(t.sl1, i, uint32(p))
 	switch {
 	case p.Present():
-		put32(t.l1, i, uint32(p.HardwareSection(UserDomain)))
+		t.setL1(i, p.HardwareSection(UserDomain))
 	case p.None() && t.pairs[i>>1] != nil:
-		put32(t.l1, i, uint32(userTable(uint32(t.pfns[i>>1].Addr())+hwOffset+(i&1)*tableHalf)))
+		t.setL1(i, userTable(uint32(t.pfns[i>>1].Addr())+hwOffset+(i&1)*tableHalf))
 	default: // none, or a swapped-out huge page: a section fault
-		put32(t.l1, i, 0)
+		t.setL1(i, 0)
 	}
 	return nil
 }
@@ -327,6 +330,9 @@ func (t *Table) Destroy() error {
 		if t.pairs[pair] != nil {
 			t.release(uint32(pair))
 		}
+	}
+	if t.tlb != nil {
+		t.tlb.Destroyed(t)
 	}
 	err := t.pool.Put(t.root)
 	t.l1, t.sl1, t.pages = nil, nil, 0
@@ -465,15 +471,16 @@ func (t *Table) SplitSection(va uint32, pte func(i uint32) PTE) error {
 		}
 	}
 	base := half * PTEsPerTable
+	sva := va &^ (SectionSize - 1)
 	for k, p := range ptes {
 		put32(pg[:], base+uint32(k), uint32(p))
-		put32(pg[:], base+uint32(k)+2*PTEsPerTable, uint32(p.HardwarePTE()))
+		t.setL2(sva+uint32(k)<<PageShift, pg, base+uint32(k), p.HardwarePTE())
 	}
 	*t.used(pair) += PTEsPerTable << (half * 32)
 	w, b := t.depositBit(i)
 	*w &^= b
 	put32(t.sl1, i, 0)
-	put32(t.l1, i, uint32(userTable(uint32(t.pfns[pair].Addr())+hwOffset+half*tableHalf)))
+	t.setL1(i, userTable(uint32(t.pfns[pair].Addr())+hwOffset+half*tableHalf))
 	return nil
 }
 

@@ -31,6 +31,10 @@ type Config struct {
 	// errors), one line each without a newline, as printk would print
 	// them.
 	Log func(string)
+	// TLB, if set, hears of every hardware descriptor change in every
+	// address space's table: the live MMU (mm/mmu), or a model of one in
+	// tests. Nil: the tables are walked by the software MMU alone.
+	TLB pgtable.TLB
 }
 
 // Manager is the memory manager of the machine: the address spaces it has
@@ -45,6 +49,8 @@ type Manager struct {
 	mu      sync.Mutex // the registry
 	spaces  map[int]*AddressSpace
 	lastPID int
+
+	aborts abortStats // live-MMU faults (abort.go)
 
 	nrAnonPages atomic.Int64 // anonymous frames mapped at least once (NR_ANON_MAPPED)
 	// The page cache of every region (filemap.go): pages cached
@@ -187,6 +193,7 @@ func (m *Manager) NewAddressSpace() (*AddressSpace, error) {
 	if err != nil {
 		return nil, err
 	}
+	pt.SetTLB(m.cfg.TLB)
 	as := &AddressSpace{mgr: m, pt: pt}
 	m.mu.Lock()
 	for {

@@ -78,6 +78,32 @@ type Config struct {
 	// checked against the model after each of them and at the end. It
 	// must be unmapped and clean; the caller closes it after Run.
 	Region *Region
+	// Memory is how loads and stores reach a space: nil for the
+	// software MMU (AddressSpace.Read and Write); the live MMU on the
+	// image (mm/mmu), which must give the same bytes and stop at the same
+	// faults.
+	Memory Memory
+}
+
+// Memory moves bytes between a space and the runner.
+type Memory interface {
+	Read(as *mm.AddressSpace, addr uint32, buf []byte) error
+	Write(as *mm.AddressSpace, addr uint32, data []byte) error
+}
+
+func (r *runner) mem() Memory {
+	if r.cfg.Memory == nil {
+		return softMMU{}
+	}
+	return r.cfg.Memory
+}
+
+// softMMU is the default Memory.
+type softMMU struct{}
+
+func (softMMU) Read(as *mm.AddressSpace, addr uint32, buf []byte) error { return as.Read(addr, buf) }
+func (softMMU) Write(as *mm.AddressSpace, addr uint32, data []byte) error {
+	return as.Write(addr, data)
 }
 
 // Stats count what a run did.
@@ -705,7 +731,7 @@ func (r *runner) write(s *space) error {
 			unsettled = append(unsettled, a)
 		}
 	}
-	err := s.as.Write(addr, data)
+	err := r.mem().Write(s.as, addr, data)
 	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessWrite)
 	if at, lost := r.swapFault(err, addr, n, faddr, ok); lost {
 		err, faddr, ok = nil, at, true
@@ -741,7 +767,7 @@ func (r *runner) settleLazy(s *space, a, addr uint32, n int) error {
 		return nil
 	}
 	var got [pageSize]byte
-	if err := s.as.Read(a, got[:]); err != nil {
+	if err := r.mem().Read(s.as, a, got[:]); err != nil {
 		if _, lost := r.swapFault(err, a, pageSize, 0, true); lost {
 			return nil // unread: the model keeps the likelier content
 		}
@@ -780,7 +806,7 @@ func (r *runner) fill(s *space) error {
 		for j := range b {
 			b[j] = byte(r.src.Intn(256))
 		}
-		if err := s.as.Write(addr+off, b[:]); err != nil {
+		if err := r.mem().Write(s.as, addr+off, b[:]); err != nil {
 			if _, lost := r.swapFault(err, addr+off, len(b), 0, true); lost {
 				continue
 			}
@@ -802,7 +828,7 @@ func (r *runner) read(s *space) error {
 		r.buf = make([]byte, n)
 	}
 	got := r.buf[:n]
-	err := s.as.Read(addr, got)
+	err := r.mem().Read(s.as, addr, got)
 	faddr, reason, ok := s.expectAccess(addr, n, pgtable.AccessRead)
 	if at, lost := r.swapFault(err, addr, n, faddr, ok); lost {
 		got = got[:at-addr]
@@ -857,7 +883,7 @@ func (r *runner) resolve(s *space, a uint32) error {
 		return nil
 	}
 	var got [pageSize]byte
-	if err := s.as.Read(a, got[:]); err != nil {
+	if err := r.mem().Read(s.as, a, got[:]); err != nil {
 		if _, lost := r.swapFault(err, a, pageSize, 0, true); lost {
 			return nil // unread: it stays maybeZero
 		}

@@ -20,6 +20,7 @@
 # reports it as "Error N".
 
 SHELL := /bin/bash
+comma := ,
 .DEFAULT_GOAL := image
 
 GO       ?= go
@@ -39,7 +40,10 @@ QEMU_TIMEOUT ?= 180s
 # vector table and page tables); -R 0x1000 aligns sections to 4 KiB.
 TEXT_START := 0x80010000
 LDFLAGS     = -T $(TEXT_START) -R 0x1000 $(if $(CMDLINE),-X 'main.builtinCmdline=$(CMDLINE)')
-TAGS       := $(TARGET),linkramsize
+# EXTRA_TAGS adds build tags to the image: yolk_drop_tlbi builds the live
+# MMU with one TLB invalidation left out, to watch the mmu scenario fail.
+EXTRA_TAGS ?=
+TAGS       := $(TARGET),linkramsize$(if $(EXTRA_TAGS),$(comma)$(EXTRA_TAGS))
 GOENV      := GOOS=tamago GOOSPKG=github.com/usbarmory/tamago GOARCH=arm GOARM=7
 
 # The TamaGo Go distribution: `go tool tamago` (the tool directive in go.mod)

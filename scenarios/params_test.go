@@ -32,13 +32,13 @@ func TestBadBootParameters(t *testing.T) {
 		{"scenario=meminfo min_free_kbyte=512", "(did you mean min_free_kbytes=?)"},
 		{"scenario=selftest timout=5s", "timout=5s is not a parameter of selftest (did you mean timeout=?)"},
 		// Keys of another scenario.
-		{"steps=abc", "steps=abc is not a parameter of tour (vm takes it): tour takes host, nbd, export"},
-		{"seed=3", "seed=3 is not a parameter of tour (journal, region and vm take it)"},
+		{"steps=abc", "steps=abc is not a parameter of tour (mmu and vm take it): tour takes host, nbd, export"},
+		{"seed=3", "seed=3 is not a parameter of tour (journal, mmu, region and vm take it)"},
 		{"scenario=crash duration=1s", "duration=1s is not a parameter of crash (sleep takes it): crash takes no parameters of its own"},
 		{"scenario=selftest verbose", "verbose=true is not a parameter of selftest (tour takes it): selftest takes host, timeout"},
 		// The scenario itself.
-		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm"},
-		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm`},
+		{"scenario=selftets", "scenario=selftets is not a choice (did you mean selftest?): want one of crash, journal, meminfo, mmu, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm"},
+		{"scenario=", `scenario="" is not a choice: want one of crash, journal, meminfo, mmu, nbdswap, pressure, region, selftest, shell, sleep, thp, tour, vm`},
 		// Values out of range, or not of their kind.
 		{"scenario=vm steps=-1", "steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{"scenario=vm steps=0", "steps=0 is out of range"},
@@ -162,5 +162,5 @@ func TestEveryScenarioDeclaresItsParameters(t *testing.T) {
 		sc, _ := scenario.Lookup(name)
 		assert.NotEmpty(t, sc.Help, name)
 	}
-	assert.Equal(t, []string{"crash", "journal", "meminfo", "nbdswap", "pressure", "region", "selftest", "shell", "sleep", "thp", "tour", "vm"}, scenario.Names())
+	assert.Equal(t, []string{"crash", "journal", "meminfo", "mmu", "nbdswap", "pressure", "region", "selftest", "shell", "sleep", "thp", "tour", "vm"}, scenario.Names())
 }

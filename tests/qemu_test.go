@@ -68,6 +68,13 @@ func TestMain(m *testing.M) {
 // when the TamaGo toolchain is absent, and fails it when QEMU is missing.
 func needImage(t testing.TB, env, makeTarget, boardTarget, ext string) string {
 	t.Helper()
+	return needBuild(t, env, makeTarget, filepath.Join(buildDir, "yolk-"+boardTarget+ext), "TARGET="+boardTarget)
+}
+
+// needBuild is needImage for an artifact at out, made by `make makeTarget
+// vars... BUILD=buildDir`.
+func needBuild(t testing.TB, env, makeTarget, out string, vars ...string) string {
+	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		if !filepath.IsAbs(p) {
 			root, err := qemu.ModuleRoot()
@@ -79,14 +86,12 @@ func needImage(t testing.TB, env, makeTarget, boardTarget, ext string) string {
 	if err := toolchain.Check(); err != nil {
 		t.Skipf("SKIP: %v", err)
 	}
-	out := filepath.Join(buildDir, "yolk-"+boardTarget+ext)
 	a, _ := buildOnce.LoadOrStore(out, &artifact{})
 	art := a.(*artifact)
 	art.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		vars := []string{"TARGET=" + boardTarget, "BUILD=" + buildDir}
-		art.err = qemu.Make(ctx, makeTarget, vars...)
+		art.err = qemu.Make(ctx, makeTarget, append(vars, "BUILD="+buildDir)...)
 		art.path = out
 	})
 	require.NoError(t, art.err)
@@ -183,7 +188,7 @@ func TestBadBootParametersOnTheImage(t *testing.T) {
 		want   string
 	}{
 		{[]string{"scenraio=vm"}, "scenraio=vm is not a parameter of tour (did you mean scenario=?)"},
-		{[]string{"steps=abc"}, "steps=abc is not a parameter of tour (vm takes it)"},
+		{[]string{"steps=abc"}, "steps=abc is not a parameter of tour (mmu and vm take it)"},
 		{[]string{"scenario=vm", "steps=-1"}, "bad boot parameter steps=-1 is out of range: want an integer from 1 to 10000000"},
 		{[]string{"scenario=vm", "steps=99999999999"}, "bad boot parameter steps=99999999999 is out of range"},
 		{[]string{"scenario=meminfo", "fill=500"}, "bad boot parameter fill=500 is out of range: want an integer from 0 to 100"},

@@ -32,7 +32,8 @@ func newManager(t *testing.T, tlb pgtable.TLB, poolKiB int) (*mm.Manager, *phys.
 // driving the recording model: every descriptor change of the space in
 // the window must be mirrored, cleaned and invalidated before the change
 // is over, and none may happen unreported. The yolk_drop_tlbi build tag
-// drops one invalidation; this test fails then (make tlbi-demo shows it).
+// drops one invalidation; this test fails then, as the mmu scenario does
+// under QEMU (tests/mmu_test.go).
 func TestTLBModel(t *testing.T) {
 	steps := 4000
 	if testing.Short() {

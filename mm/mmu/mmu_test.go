@@ -2,6 +2,7 @@ package mmu
 
 import (
 	"errors"
+	"fmt"
 	"math/rand"
 	"runtime"
 	"testing"
@@ -102,12 +103,17 @@ func (f *forgetful) InvalidatePage(va uint32) {
 // status it reports and act on the CPU's decision as the exception
 // handler does (the yield is a Gosched, the kill a Goexit).
 func simulate(c *CPU, as *mm.AddressSpace, addr uint32, n int, acc pgtable.Access) error {
-	return c.Run(as, func() {
+	var stuck error
+	err := c.Run(as, func() {
 		for va := addr; va < addr+uint32(n); va = (va | (pgtable.PageSize - 1)) + 1 {
-			for {
+			for try := 0; ; try++ {
 				_, fs := as.Translate(va, acc)
 				if fs == 0 {
 					break
+				}
+				if try == 10000 {
+					stuck = fmt.Errorf("%v at %#08x still faults (%v) after %d aborts", acc, va, fs, try)
+					runtime.Goexit()
 				}
 				a := Abort{DFAR: va, DFSR: uint32(fs)&0xf | uint32(fs)>>4<<10}
 				if acc == pgtable.AccessWrite {
@@ -125,6 +131,10 @@ func simulate(c *CPU, as *mm.AddressSpace, addr uint32, n int, acc pgtable.Acces
 			}
 		}
 	})
+	if stuck != nil {
+		return stuck
+	}
+	return err
 }
 
 // TestAbortPath drives the abort path's decisions with simulated aborts:

@@ -29,7 +29,7 @@ import (
 type model struct {
 	mu    sync.Mutex
 	live  [4096]pgtable.L1
-	tlb   map[uint32]uint32 // page or section address (|1 for a walk-cache entry) → descriptor
+	tlb   map[uint32]uint32 // page address, section address|2, or section address|1 (the walk cache) → descriptor
 	dirty map[uint32]bool   // cache lines written and not cleaned
 	known map[uint32]uint32 // recorder: the last descriptor reported per page (|1: L1)
 	errs  []string
@@ -71,7 +71,7 @@ func (m *model) InvalidatePage(va uint32) {
 	defer m.mu.Unlock()
 	m.pageFlushes++
 	delete(m.tlb, va&^(pgtable.PageSize-1))
-	delete(m.tlb, va&^(pgtable.SectionSize-1))
+	delete(m.tlb, va&^(pgtable.SectionSize-1)|2)
 	delete(m.tlb, va&^(pgtable.SectionSize-1)|1)
 }
 
@@ -105,7 +105,7 @@ func (r *recorder) L1(t *pgtable.Table, va uint32, old, new pgtable.L1) {
 	if installed {
 		switch old.Kind() {
 		case pgtable.KindSection:
-			m.tlb[va] = uint32(old)
+			m.tlb[va|2] = uint32(old)
 		case pgtable.KindTable:
 			m.tlb[va|1] = uint32(old) // the walk cache's pointer to the L2 table
 		}
@@ -121,7 +121,7 @@ func (r *recorder) L1(t *pgtable.Table, va uint32, old, new pgtable.L1) {
 	if got := m.live[va>>20]; got != new {
 		m.fail("L1 change at %#08x to %v: the live table has %v", va, new, got)
 	}
-	for _, k := range []uint32{va, va | 1} {
+	for _, k := range []uint32{va | 2, va | 1} {
 		if d, ok := m.tlb[k]; ok && d != uint32(new) {
 			m.fail("L1 change at %#08x from %v to %v left %#x in the TLB", va, old, new, d)
 		}
@@ -188,7 +188,7 @@ func (r *recorder) switchTo(as *mm.AddressSpace) error {
 			m.known[va|1] = uint32(d)
 		}
 		for k := range m.tlb {
-			if switched && pgtable.InWindow(k) {
+			if switched && pgtable.InWindow(k&^3) {
 				m.fail("after the switch the TLB still holds %#08x", k)
 			}
 		}
@@ -241,20 +241,48 @@ func (r *recorder) err() error {
 // recorder heard, and moves the bytes through the software MMU.
 type modelMemory struct{ r *recorder }
 
-func (mm modelMemory) access(as *mm.AddressSpace, fn func() error) error {
+func (mm modelMemory) access(as *mm.AddressSpace, addr uint32, n int, fn func() error) error {
 	if err := mm.r.switchTo(as); err != nil {
 		return err
 	}
 	if err := mm.r.scan(as); err != nil {
 		return err
 	}
-	return fn()
+	err := fn()
+	if werr := mm.r.walked(as, addr, n); err == nil {
+		err = werr
+	}
+	return err
 }
 
 func (mm modelMemory) Read(as *mm.AddressSpace, addr uint32, buf []byte) error {
-	return mm.access(as, func() error { return as.Read(addr, buf) })
+	return mm.access(as, addr, len(buf), func() error { return as.Read(addr, buf) })
 }
 
 func (mm modelMemory) Write(as *mm.AddressSpace, addr uint32, data []byte) error {
-	return mm.access(as, func() error { return as.Write(addr, data) })
+	return mm.access(as, addr, len(data), func() error { return as.Write(addr, data) })
+}
+
+// walked fills the TLB with the translations an access of [addr, addr+n)
+// walked, as the core's TLB would: what the next switch must flush.
+func (r *recorder) walked(as *mm.AddressSpace, addr uint32, n int) error {
+	return as.WithTable(func(t *pgtable.Table) {
+		if !r.cpu.Installed(t) {
+			return
+		}
+		m := r.m
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for va := addr &^ (pgtable.PageSize - 1); uint64(va) < uint64(addr)+uint64(n) && pgtable.InWindow(va); va += pgtable.PageSize {
+			switch d := t.L1(va); d.Kind() {
+			case pgtable.KindSection:
+				m.tlb[va&^(pgtable.SectionSize-1)|2] = uint32(d)
+			case pgtable.KindTable:
+				m.tlb[va&^(pgtable.SectionSize-1)|1] = uint32(d)
+				if l2 := t.HardwarePTE(va); l2.Kind() != pgtable.KindFault {
+					m.tlb[va] = uint32(l2)
+				}
+			}
+		}
+	})
 }

@@ -20,8 +20,8 @@ import (
 // HandleAbort, which mm/mmu runs in goroutine context; that is
 // HandleFault, which may allocate, reclaim and wait for swap I/O.
 //
-// FaultAtomic also counts every fault by the status DFSR gave it (the
-// handler's own counts, which the abort path's must match), and judges the
+// FaultAtomic also counts every abort by the status DFSR gave it (the
+// handler's own counts, which the abort path's must equal), and judges the
 // software MMU against the hardware's verdict: the walk the software MMU
 // makes of the same tables must report the same fault status.
 

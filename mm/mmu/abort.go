@@ -73,6 +73,13 @@ func (c *CPU) Abort(a Abort) Action {
 		return NotOurs
 	}
 	c.stats.aborts[k].Add(1)
+	// Every abort goes to the fault handler first, which counts it by the
+	// status DFSR gave: its counts and these must be equal.
+	if t.as.FaultAtomic(a.DFAR, a.Access(), a.Status()) == mm.FaultFixed {
+		t.state.Store(faultNone) // whatever the fault goroutine was at is moot
+		c.stats.retries.Add(1)
+		return Retry
+	}
 	switch t.state.Load() {
 	case faultQueued:
 		c.stats.waits[k].Add(1)
@@ -80,10 +87,6 @@ func (c *CPU) Abort(a Abort) Action {
 	case faultFailed:
 		c.stats.kills[k].Add(1)
 		return Kill
-	}
-	if t.as.FaultAtomic(a.DFAR, a.Access(), a.Status()) == mm.FaultFixed {
-		c.stats.retries.Add(1)
-		return Retry
 	}
 	t.addr, t.acc = a.DFAR, a.Access()
 	t.state.Store(faultQueued)
@@ -125,12 +128,12 @@ type Stats struct {
 	// reported them; Other those with any other status.
 	Aborts [NumKinds]uint32
 	Other  uint32
-	// Waits are aborts taken again while their fault was being served,
-	// Kills the aborts that ended their task, by kind. Every other abort
-	// reached the fault handler: Aborts = handler + Waits + Kills.
-	Waits, Kills [NumKinds]uint32
-	// Retries were fixed on g0; Yields queued for the fault goroutine,
-	// which Served or Failed them.
+	// Every abort reaches the fault handler (mm.FaultAtomic), whose own
+	// counts by status must equal Aborts. Then: Retries were fixed there,
+	// on g0; Yields were queued for the fault goroutine, which Served or
+	// Failed them; Waits were taken again while their fault was still
+	// being served, and Kills ended their task (by kind).
+	Waits, Kills                    [NumKinds]uint32
 	Retries, Yields, Served, Failed uint32
 	// Switches of the window to another space; TLB invalidations of one
 	// page and of the whole ASID outside switches.

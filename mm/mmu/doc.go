@@ -42,10 +42,10 @@
 //     everything else to the one before it (TamaGo's, which stops).
 //  2. On g0, dataAbort reads DFSR and DFAR, and CPU.Abort decides. A
 //     status other than a translation or permission fault is not a page
-//     fault and goes on to the previous handler. A page fault goes to
-//     mm.(*AddressSpace).FaultAtomic, which resolves the young and dirty
-//     emulation in place: Retry, and the return from the exception runs
-//     the instruction again.
+//     fault and goes on to the previous handler. Every page fault goes to
+//     mm.(*AddressSpace).FaultAtomic, which counts it and resolves the
+//     young and dirty emulation in place: Retry, and the return from the
+//     exception runs the instruction again.
 //  3. Anything else (a page to allocate, copy-on-write, swap-in, a fault
 //     to refuse) is queued for the fault goroutine, and the task is
 //     diverted: the saved return address is replaced by divert

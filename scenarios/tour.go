@@ -21,6 +21,9 @@ import (
 //	thp       huge-page faults, fork and copy-on-write on a section,
 //	          MADV_FREE of whole and partial sections, the lazy-free
 //	          discard, a deferred split
+//	mmu       tasks reading and writing their memory with plain loads and
+//	          stores through the live MMU, real data aborts served by mm's
+//	          fault handler, every byte held to the software MMU's view
 //	nbdswap   a working set twice its pool swapped to NBD while a flood of
 //	          unrelated traffic arrives, the NBD socket memalloc and the
 //	          receive path classifying before it allocates
@@ -32,7 +35,8 @@ import (
 // closing line); the tour leaves out their /proc dumps (verbose=true shows
 // them) and gives stat lines one clock, counted from the tour's start, so
 // that a plot of the run reads left to right. At the end a tour line sums
-// the phases' closing lines (thp-vmstat, pressure, nbdswap, region), a
+// the phases' closing lines (thp-vmstat, mmu-aborts, mmu-faults,
+// pressure, nbdswap, region), a
 // table says the same for a person, and the tour passes only if every
 // phase passed: every byte each of them wrote read back as written.
 //
@@ -53,6 +57,7 @@ type tourPhase struct {
 var tourPhases = []tourPhase{
 	{"selftest", "the memory map, the pool, TCP through gVisor to the host", []string{"timeout=10s"}},
 	{"thp", "huge-page faults, fork and copy-on-write on a section, MADV_FREE and the lazy-free discard", nil},
+	{"mmu", "tasks' plain loads and stores through the live MMU, their data aborts served by mm's fault handler", []string{"steps=300"}},
 	{"nbdswap", "a working set twice the pool swapped to NBD while a flood arrives", []string{"pool=4", "ws=200", "rounds=2", "reserve=classify-first"}},
 	{"region", "a journaled mapping written, reclaimed through the journal, msync'd and recovered", []string{"pool=4", "ws=110", "rounds=1", "batch=32"}},
 }
@@ -64,7 +69,7 @@ var tourServices = []string{"host", "nbd", "export", "flood"}
 func init() {
 	scenario.Register(scenario.Scenario{
 		Name: tourName,
-		Help: "the whole machine at once: selftest, then thp (huge pages, fork, MADV_FREE), nbdswap (a working set twice its pool swapped to nbd= while flood= sends unrelated traffic) and region (a journaled mapping, msync, reclaim through the journal), then a summary of what they did; passes only if every byte checked out",
+		Help: "the whole machine at once: selftest, then thp (huge pages, fork, MADV_FREE), mmu (tasks' loads and stores through the live MMU), nbdswap (a working set twice its pool swapped to nbd= while flood= sends unrelated traffic) and region (a journaled mapping, msync, reclaim through the journal), then a summary of what they did; passes only if every byte checked out",
 		Params: []cmdline.Spec{
 			{Name: "host", Value: cmdline.HostPort{}, Service: "echo",
 				Help: "a TCP echo server for selftest (the harness starts one on the host)"},
@@ -212,7 +217,7 @@ func (c *tourCollector) Write(p []byte) (int, error) {
 		}
 	case "stat":
 		l = restamp(l, "t_ms", time.Since(c.start).Milliseconds())
-	case "thp-vmstat", "pressure", "nbdswap", "region":
+	case "thp-vmstat", "mmu-aborts", "mmu-faults", "pressure", "nbdswap", "region": // tourGroups' events
 		c.mu.Lock()
 		if c.lines == nil {
 			c.lines = map[string]result.Line{}
@@ -254,6 +259,8 @@ type tourItem struct {
 // tourGroups heads the table's groups, by the phase line they come from.
 var tourGroups = map[string]string{
 	"thp-vmstat": "huge pages and MADV_FREE (thp)",
+	"mmu-aborts": "the live MMU: data aborts taken (mmu)",
+	"mmu-faults": "the live MMU: how they were served (mmu)",
 	"pressure":   "a working set twice its pool, swapped to NBD (nbdswap)",
 	"nbdswap":    "the receive path under the flood (nbdswap)",
 	"region":     "a journaled mapping (region)",
@@ -265,6 +272,13 @@ var tourItems = []tourItem{
 	{"thp_split_page", "thp-vmstat", "thp_split_page", "huge pages split"},
 	{"pglazyfree", "thp-vmstat", "pglazyfree", "pages given MADV_FREE"},
 	{"pglazyfreed", "thp-vmstat", "pglazyfreed", "lazy-free pages discarded"},
+	{"mmu_aborts", "mmu-aborts", "total", "data aborts"},
+	{"mmu_translation", "mmu-aborts", "translation_page", "  translation faults (page)"},
+	{"mmu_permission", "mmu-aborts", "permission_page", "  permission faults (page)"},
+	{"mmu_fixed_on_g0", "mmu-faults", "fixed_on_g0", "young/dirty fixed in the exception"},
+	{"mmu_served", "mmu-faults", "served", "served by the fault goroutine"},
+	{"mmu_kills", "mmu-faults", "kills", "tasks ended by SEGV"},
+	{"mmu_disagreed", "mmu-faults", "disagreed", "aborts the software MMU judged otherwise"},
 	{"pswpout", "pressure", "pswpout", "pages swapped out"},
 	{"pswpin", "pressure", "pswpin", "pages swapped in"},
 	{"pgmajfault", "pressure", "pgmajfault", "major faults"},

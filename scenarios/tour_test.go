@@ -44,12 +44,18 @@ func TestTourPhasesBind(t *testing.T) {
 	assert.Equal(t, 64, got["nbdswap"].Int("flood_kbps"))
 	assert.Equal(t, "classify-first", got["nbdswap"].String("reserve"))
 	assert.GreaterOrEqual(t, got["nbdswap"].Int("ws"), 200, "a working set larger than the pool")
-	sub, err := tourArgs(tourPhases[2], tourLine(t, "nbd=10.0.2.2:10809 flood=10.0.2.2:9"), false)
+	var swap tourPhase
+	for _, ph := range tourPhases {
+		if ph.scenario == "nbdswap" {
+			swap = ph
+		}
+	}
+	sub, err := tourArgs(swap, tourLine(t, "nbd=10.0.2.2:10809 flood=10.0.2.2:9"), false)
 	require.NoError(t, err)
 	assert.Equal(t, 128, sub.Int("flood_kbps"), "the tour's default rate")
 
 	// Without a flood server the phase runs without a flood.
-	sub, err = tourArgs(tourPhases[2], tourLine(t, "nbd=10.0.2.2:10809"), false)
+	sub, err = tourArgs(swap, tourLine(t, "nbd=10.0.2.2:10809"), false)
 	require.NoError(t, err)
 	assert.Equal(t, "", sub.String("flood"))
 	assert.Equal(t, 0, sub.Int("flood_kbps"))
@@ -84,6 +90,8 @@ func TestTourCollector(t *testing.T) {
 	phase.Emit(result.New("proc", "file", "/proc/meminfo", "lines", 1))
 	phase.Text("MemTotal:  4096 kB\n")
 	phase.Emit(result.New("thp-vmstat", "thp_fault_alloc", 5, "thp_split_pmd", 3, "thp_split_page", 2, "pglazyfree", 528, "pglazyfreed", 257))
+	phase.Emit(result.New("mmu-aborts", "total", 600, "translation_section", 60, "translation_page", 470, "permission_section", 6, "permission_page", 64))
+	phase.Emit(result.New("mmu-faults", "fixed_on_g0", 30, "served", 420, "kills", 80, "disagreed", 0))
 	phase.Emit(result.New("pressure", "pswpout", 7000, "pswpin", 6000, "pgmajfault", 5900, "pages_checked", 9000, "mismatches", 0))
 	phase.Emit(result.New("nbdswap", "frames", 30000, "dropped", 1200, "drop_watermark", 1100, "memalloc_drops", 0,
 		"pfmemalloc_admits", 40, "reserve_peak", 5))
@@ -94,7 +102,7 @@ func TestTourCollector(t *testing.T) {
 		require.NoError(t, err, "only result lines get through: %q", s)
 		lines = append(lines, l)
 	}
-	require.Len(t, lines, 5, out.String())
+	require.Len(t, lines, 7, out.String())
 	assert.Equal(t, "check", lines[0].Event)
 	assert.Equal(t, "stat", lines[1].Event)
 	assert.Equal(t, "100", lines[1].Value("free_kb"))
@@ -109,6 +117,10 @@ func TestTourCollector(t *testing.T) {
 	assert.Equal(t, "9000", tl.Value("swap_pages_checked"))
 	assert.Equal(t, "1100", tl.Value("rx_drop_watermark"))
 	assert.Equal(t, "5", tl.Value("rx_reserve_peak"))
+	assert.Equal(t, "600", tl.Value("mmu_aborts"))
+	assert.Equal(t, "470", tl.Value("mmu_translation"))
+	assert.Equal(t, "420", tl.Value("mmu_served"))
+	assert.Equal(t, "0", tl.Value("mmu_disagreed"))
 	// The region phase said nothing: its figures are missing, not zero.
 	_, has := tl.Get("commits")
 	assert.False(t, has)
@@ -152,9 +164,10 @@ func TestTourFailsWhenAPhaseFails(t *testing.T) {
 	for _, l := range done {
 		ok[l.Value("scenario")] = l.Value("ok")
 	}
-	assert.Equal(t, map[string]string{"selftest": "false", "thp": "true", "nbdswap": "false", "region": "false"}, ok)
+	// (The host has no live MMU: the mmu phase fails saying so.)
+	assert.Equal(t, map[string]string{"selftest": "false", "thp": "true", "mmu": "false", "nbdswap": "false", "region": "false"}, ok)
 	assert.Equal(t, "5", tour.Value("thp_fault_alloc"), "the phase that ran is summed")
 	assert.Contains(t, tour.Value("missing"), "pswpout")
 	assert.Equal(t, "fail", verdict.Value("status"))
-	assert.Contains(t, verdict.Value("err"), "the selftest, nbdswap, region phases failed")
+	assert.Contains(t, verdict.Value("err"), "the selftest, mmu, nbdswap, region phases failed")
 }

@@ -369,7 +369,7 @@ func checkTourSummary(t *testing.T, console string) {
 		}
 	}
 	run := qemu.Run{Results: lines}
-	for _, ph := range []string{"selftest", "thp", "nbdswap", "region"} {
+	for _, ph := range []string{"selftest", "thp", "mmu", "nbdswap", "region"} {
 		done, ok := run.Find("tour-phase-done", "scenario", ph)
 		if assert.True(t, ok, "phase %s never finished", ph) {
 			assert.Equal(t, "true", done.Value("ok"), "phase %s: %s", ph, done)
@@ -391,6 +391,7 @@ func checkTourSummary(t *testing.T, console string) {
 		"rx_dropped": {"nbdswap", "dropped"}, "rx_memalloc_drops": {"nbdswap", "memalloc_drops"},
 		"rx_reserve_peak": {"nbdswap", "reserve_peak"}, "commits": {"region", "commits"},
 		"reclaim_writes": {"region", "reclaim_writes"}, "region_mismatches": {"region", "mismatches"},
+		"mmu_aborts": {"mmu-aborts", "total"}, "mmu_served": {"mmu-faults", "served"}, "mmu_disagreed": {"mmu-faults", "disagreed"},
 	}
 	for key, src := range from {
 		l, ok := run.Find(src[0])
@@ -398,9 +399,10 @@ func checkTourSummary(t *testing.T, console string) {
 			assert.Equal(t, l.Value(src[1]), tour.Value(key), "%s: the tour line against the %s line", key, src[0])
 		}
 	}
-	for _, key := range []string{"thp_fault_alloc", "pglazyfreed", "pswpout", "pswpin", "swap_pages_checked", "commits", "reclaim_writes"} {
+	for _, key := range []string{"thp_fault_alloc", "mmu_aborts", "mmu_served", "mmu_kills", "pglazyfreed", "pswpout", "pswpin", "swap_pages_checked", "commits", "reclaim_writes"} {
 		assert.NotContains(t, []string{"", "0"}, tour.Value(key), "%s: the tour did not exercise it", key)
 	}
+	assert.Equal(t, "0", tour.Value("mmu_disagreed"), "the software MMU agrees with QEMU's on every abort")
 	assert.Equal(t, "0", tour.Value("swap_mismatches"))
 	assert.Equal(t, "0", tour.Value("region_mismatches"))
 	assert.Equal(t, "0", tour.Value("rx_memalloc_drops"), "classify-first drops no NBD frame")

@@ -17,10 +17,14 @@
 // lists, the swap devices, kswapd, and the counters /proc/meminfo and
 // /proc/vmstat report. An AddressSpace (mm_struct) has VMAs
 // (vm_area_struct) in an interval tree plus a sorted list, and a
-// pgtable.Table. All task memory access goes through the software MMU:
-// AddressSpace.Read and Write translate each page with the hardware
-// entries exactly as the MMU would and, on a fault, call the fault handler
-// and retry, like a CPU taking a data abort.
+// pgtable.Table. AddressSpace.Read and Write are the software MMU: they
+// translate each page with the hardware entries exactly as the MMU would
+// and, on a fault, call the fault handler and retry, like a CPU taking a
+// data abort. On the image, package mm/mmu also puts a space's table into
+// the core's live MMU (Config.TLB hears of every entry change), and tasks
+// touch the window with plain loads and stores; their data aborts come to
+// FaultAtomic on g0 and HandleAbort in goroutine context (abort.go), which
+// is the same handler.
 //
 // A Region (filemap.go) is a range of a block device behind a
 // blk/journal: Linux's address_space of a file. Its page cache indexes
@@ -92,6 +96,12 @@
 //	                        in flight
 //	      lruvec.mu         (lruvec->lru_lock) the LRU lists
 //	        phys's zone lock
+//
+// The live MMU's abort path (abort.go) runs on g0 in the exception, where
+// nothing may wait: FaultAtomic takes the mmap lock and the page-table
+// lock only with TryRLock and TryLock, and leaves the fault to HandleAbort
+// if either is held. The table's TLB hooks run under the page-table lock
+// and take mm/mmu's CPU lock, which nests inside it.
 //
 // The page lock (PGLocked) comes before all of these but the mmap lock
 // and Region.wbMu (writeback locks the pages it commits):

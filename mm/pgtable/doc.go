@@ -7,8 +7,9 @@
 // # Layout
 //
 // The window's 1024 first-level descriptors fill one 4 KiB frame: the
-// slice of a full 16 KiB L1 table that covers the window, so a later step
-// can copy it into the live table (TTBR0) on a context switch. The frame
+// slice of a full 16 KiB L1 table that covers the window, so that the
+// live MMU (mm/mmu) can copy it into TamaGo's table (TTBR0) when it
+// switches the space in. The frame
 // after it holds 1024 software section entries (huge PTEs), for 1 MiB
 // mappings. A table page (one frame) serves a pair of sections: two shadow
 // tables of 256 software PTEs, then the two hardware tables the L1
@@ -36,6 +37,13 @@
 // physical addresses they hold, checking domains against TamaGo's DACR and
 // permissions against AP/XN/PXN, and returns the address or the fault
 // status code the MMU would report. The shadow plays no part in it.
+//
+// # The TLB
+//
+// Every hardware descriptor the table writes goes through setL1 or setL2
+// (tlb.go), which tell the table's TLB (SetTLB): the live MMU mirrors,
+// cleans and invalidates there, and host tests check it with a model. No
+// write of a descriptor bypasses them.
 //
 // # Concurrency
 //

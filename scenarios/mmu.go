@@ -7,9 +7,7 @@ import (
 	"math"
 	"math/rand"
 	"runtime"
-	"sort"
 
-	"yolk/blk"
 	"yolk/mm"
 	"yolk/mm/mmu"
 	"yolk/mm/vmcheck"
@@ -50,18 +48,12 @@ func liveMMU(env *scenario.Env) error {
 	steps := env.Args.Int("steps")
 	seed := env.Args.Int64("seed")
 
-	mgr, err := mm.New(mm.Config{Pool: p, VerifyZeroed: true, TLB: cpu})
+	rig, err := newVMRig(p, cpu)
 	if err != nil {
 		return err
 	}
-	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20, Pool: p})
-	if err != nil {
-		return err
-	}
-	defer swap.Close()
-	if err := mgr.Swapon(swap, mm.SwapOptions{}); err != nil {
-		return err
-	}
+	defer rig.swap.Close()
+	mgr := rig.mgr
 	env.Report("mmu-build", "drops_invalidation", mmu.DroppingInvalidation)
 
 	before := cpu.Stats()
@@ -81,30 +73,10 @@ func liveMMU(env *scenario.Env) error {
 	env.Check("mmu-invariants", err)
 	cpu.SwitchOut()
 
-	ops := make([]string, 0, len(st.Ops))
-	for op := range st.Ops {
-		ops = append(ops, op)
-	}
-	sort.Strings(ops)
 	kv := []any{"steps", st.Steps, "checks", st.Checks, "refused", st.Refused, "bytes_compared", mem.Compared, "reclaim_races", mem.Raced}
-	for _, op := range ops {
-		kv = append(kv, op, st.Ops[op])
-	}
-	env.Report("mmu", kv...)
+	env.Report("mmu", append(kv, opsKV(st.Ops)...)...)
 	reportAborts(env, diffStats(cpu.Stats(), before), mgr.AbortStats())
-
-	if err := mgr.Close(); err != nil {
-		return err
-	}
-	if err := swap.Close(); err != nil {
-		return err
-	}
-	err = p.Check()
-	if err == nil && p.FreeFrames() != uint64(p.Frames()) {
-		err = fmt.Errorf("%d of %d frames free after every space exited", p.FreeFrames(), p.Frames())
-	}
-	env.Check("mmu-no-leak", err)
-	return nil
+	return rig.close(env, "mmu-no-leak")
 }
 
 // diffStats is what the CPU counted since before: the live MMU outlives

@@ -10,6 +10,7 @@ import (
 
 	"yolk/blk"
 	"yolk/mm"
+	"yolk/mm/pgtable"
 	"yolk/mm/phys"
 	"yolk/mm/vmcheck"
 	"yolk/runtime/cmdline"
@@ -45,21 +46,12 @@ func vm(env *scenario.Env) error {
 	steps := env.Args.Int("steps")
 	seed := env.Args.Int64("seed")
 
-	mgr, err := mm.New(mm.Config{Pool: p, VerifyZeroed: true})
+	rig, err := newVMRig(p, nil)
 	if err != nil {
 		return err
 	}
-	// Swap on a RAM device whose pages come from the pool itself, as
-	// zram's do: the model's reclaim steps page out through it, and the
-	// Go heap, which no watermark governs, does not grow with it.
-	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20, Pool: p})
-	if err != nil {
-		return err
-	}
-	defer swap.Close()
-	if err := mgr.Swapon(swap, mm.SwapOptions{}); err != nil {
-		return err
-	}
+	defer rig.swap.Close()
+	mgr := rig.mgr
 	// Halfway through, with the address spaces live, show what Linux
 	// would: /proc/meminfo and the first space's maps (its smaps runs to
 	// hundreds of lines; the host tests check that format).
@@ -101,31 +93,70 @@ func vm(env *scenario.Env) error {
 	env.Report("vm", "steps", st.Steps, "checks", st.Checks, "refused", st.Refused,
 		"max_spaces", st.MaxSpaces, "max_vmas", st.MaxVMAs, "max_anon_pages", st.MaxPages,
 		"max_anon_vmas", st.MaxAnonVMA)
-	ops := make([]string, 0, len(st.Ops))
-	for op := range st.Ops {
+	env.Report("vm-ops", opsKV(st.Ops)...)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	env.Report("go-heap", "sys_kb", ms.HeapSys>>10, "alloc_kb", ms.HeapAlloc>>10, "gc_cycles", ms.NumGC)
+
+	return rig.close(env, "vm-no-leak")
+}
+
+// vmRig is what the vm and mmu scenarios run vmcheck on: a Manager over
+// the board's pool, with swap on a RAM device whose pages come from the
+// pool itself, as zram's do: the model's reclaim steps page out through
+// it, and the Go heap, which no watermark governs, does not grow with it.
+type vmRig struct {
+	p    *phys.Pool
+	mgr  *mm.Manager
+	swap *blk.RAM
+}
+
+// newVMRig makes the rig; tlb is the Manager's (nil: none).
+func newVMRig(p *phys.Pool, tlb pgtable.TLB) (*vmRig, error) {
+	mgr, err := mm.New(mm.Config{Pool: p, VerifyZeroed: true, TLB: tlb})
+	if err != nil {
+		return nil, err
+	}
+	swap, err := blk.NewRAM(blk.RAMConfig{Name: "ram0", Size: 16 << 20, Pool: p})
+	if err == nil {
+		if err = mgr.Swapon(swap, mm.SwapOptions{}); err != nil {
+			swap.Close()
+		}
+	}
+	if err != nil {
+		mgr.Close()
+		return nil, err
+	}
+	return &vmRig{p: p, mgr: mgr, swap: swap}, nil
+}
+
+// close closes the Manager and the swap device, whose pages are the
+// pool's too, and checks as check that every frame is back in the pool.
+func (r *vmRig) close(env *scenario.Env, check string) error {
+	if err := r.mgr.Close(); err != nil {
+		return err
+	}
+	if err := r.swap.Close(); err != nil {
+		return err
+	}
+	err := r.p.Check()
+	if err == nil && r.p.FreeFrames() != uint64(r.p.Frames()) {
+		err = fmt.Errorf("%d of %d frames free after every space exited", r.p.FreeFrames(), r.p.Frames())
+	}
+	env.Check(check, err)
+	return nil
+}
+
+// opsKV is a run's operation counts as result fields, by name.
+func opsKV(counts map[string]int) []any {
+	ops := make([]string, 0, len(counts))
+	for op := range counts {
 		ops = append(ops, op)
 	}
 	sort.Strings(ops)
 	kv := make([]any, 0, 2*len(ops))
 	for _, op := range ops {
-		kv = append(kv, op, st.Ops[op])
+		kv = append(kv, op, counts[op])
 	}
-	env.Report("vm-ops", kv...)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	env.Report("go-heap", "sys_kb", ms.HeapSys>>10, "alloc_kb", ms.HeapAlloc>>10, "gc_cycles", ms.NumGC)
-
-	if err := mgr.Close(); err != nil {
-		return err
-	}
-	// The swap device's pages are the pool's too.
-	if err := swap.Close(); err != nil {
-		return err
-	}
-	err = p.Check()
-	if err == nil && p.FreeFrames() != uint64(p.Frames()) {
-		err = fmt.Errorf("%d of %d frames free after every space exited", p.FreeFrames(), p.Frames())
-	}
-	env.Check("vm-no-leak", err)
-	return nil
+	return kv
 }

@@ -36,15 +36,22 @@ TEXT ·dccmvac(SB),NOSPLIT,$0-4
 	MCR	15, 0, R0, C7, C10, 1
 	RET
 
+// The invalidations begin with a DSB: the descriptor write and its clean
+// must be complete before the TLB entry goes, or a walk in between could
+// load the old descriptor again (B3.10.1, the sequence Linux's
+// set_pte_ext and flush_tlb_page make).
+
 // func tlbimva(mvaASID uint32): invalidate unified TLB by MVA and ASID.
 TEXT ·tlbimva(SB),NOSPLIT,$0-4
 	MOVW	mvaASID+0(FP), R0
+	WORD	$0xf57ff04f	// dsb sy
 	MCR	15, 0, R0, C8, C7, 1
 	RET
 
 // func tlbiasid(asid uint32): invalidate unified TLB by ASID.
 TEXT ·tlbiasid(SB),NOSPLIT,$0-4
 	MOVW	asid+0(FP), R0
+	WORD	$0xf57ff04f	// dsb sy
 	MCR	15, 0, R0, C8, C7, 2
 	RET
 

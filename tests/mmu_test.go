@@ -73,6 +73,7 @@ func TestLiveMMUOnTheImage(t *testing.T) {
 // out the TLB invalidation when a writable page is write-protected in
 // place: QEMU's TLB keeps the writable entry, and a store goes past
 // copy-on-write and past mprotect. The run must fail, at those probes.
+// (The unbroken test fails on this image too: YOLK_IMAGE=that image.)
 func TestLiveMMUWithoutOneInvalidationFails(t *testing.T) {
 	t.Parallel()
 	img := needBuild(t, "YOLK_DROP_TLBI_IMAGE", "image", filepath.Join(buildDir, "yolk-mx6ullevk-drop-tlbi.elf"),
@@ -83,11 +84,18 @@ func TestLiveMMUWithoutOneInvalidationFails(t *testing.T) {
 	require.True(t, ok, run.Tail(40))
 	require.Equal(t, "true", build.Value("drops_invalidation"), "not the broken build")
 	assert.Equal(t, 1, run.ExitCode, "the run should fail a check: %s", run.Tail(40))
+	// Both probes have failed in every run here; each relies on QEMU's TLB
+	// still holding the writable entry, which a conflict in its
+	// direct-mapped TLB could evict, so one of them is what is required.
 	cow, mprot := check(t, run, "tlb-fork-cow"), check(t, run, "tlb-mprotect")
-	assert.Equal(t, "false", cow.Value("ok"), "%s", cow)
-	assert.Contains(t, cow.Value("err"), "copy-on-write bypassed")
-	assert.Equal(t, "false", mprot.Value("ok"), "%s", mprot)
-	assert.Contains(t, mprot.Value("err"), "want SEGV_ACCERR")
+	if cow.Value("ok") == "false" {
+		assert.Contains(t, cow.Value("err"), "copy-on-write bypassed")
+	}
+	if mprot.Value("ok") == "false" {
+		assert.Contains(t, mprot.Value("err"), "want SEGV_ACCERR")
+	}
+	assert.True(t, cow.Value("ok") == "false" || mprot.Value("ok") == "false",
+		"neither write-protect probe noticed the missing invalidation:\n%s\n%s", cow, mprot)
 	// What no write-protect touches still passes.
 	for _, c := range []string{"tlb-munmap", "tlb-pageout", "mmu-no-leak"} {
 		assert.Equal(t, "true", check(t, run, c).Value("ok"), c)

@@ -61,6 +61,13 @@ TEXT ·barrier(SB),NOSPLIT,$0-0
 	WORD	$0xf57ff06f	// isb sy
 	RET
 
+// func readSPSR() uint32: the saved status of the mode the exception
+// interrupted.
+TEXT ·readSPSR(SB),NOSPLIT,$0-4
+	WORD	$0xe14f0000	// mrs r0, spsr
+	MOVW	R0, ret+0(FP)
+	RET
+
 // func usrSP() uint32: the System mode stack pointer, from the exception
 // mode (MRS banked register, ARMv7 Virtualization Extensions, as TamaGo's
 // own exception entry uses).

@@ -68,6 +68,14 @@ func New(hw Hardware) *CPU {
 	return c
 }
 
+// Close stops the fault goroutine. No task may be running. The image's
+// live MMU is never closed; tests close theirs.
+func (c *CPU) Close() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	close(c.kick)
+}
+
 func sectionVA(i uint32) uint32 { return pgtable.WindowStart + i<<pgtable.SectionShift }
 
 // Switch makes as the space the window shows (switch_mm): its first-level

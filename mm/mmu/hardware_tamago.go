@@ -20,6 +20,7 @@ func dccmvac(mva uint32)
 func tlbimva(mvaASID uint32)
 func tlbiasid(asid uint32)
 func barrier()
+func readSPSR() uint32
 func usrSP() uint32
 func setUsrLR(lr uint32)
 func divert()
@@ -82,6 +83,13 @@ func Live() (*CPU, error) {
 // last word, just below SP. Retry leaves it; Yield and Kill replace it, so
 // that the task resumes somewhere else with every register intact.
 func (c *CPU) dataAbort() bool {
+	// Tasks are goroutines, which run in System mode; an abort taken in
+	// any other mode (an exception handler touching the window) is no
+	// task's, and its registers are not where divert looks.
+	const modeMask, systemMode = 0x1f, 0x1f
+	if readSPSR()&modeMask != systemMode {
+		return false
+	}
 	a := Abort{DFSR: readDFSR(), DFAR: readDFAR()}
 	act := c.Abort(a)
 	if act == NotOurs {

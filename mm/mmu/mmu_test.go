@@ -43,6 +43,7 @@ func TestTLBModel(t *testing.T) {
 	for seed := int64(1); seed <= 3; seed++ {
 		m := newModel()
 		cpu := New(m)
+		t.Cleanup(cpu.Close)
 		rec := &recorder{cpu: cpu, m: m}
 		mgr, pool := newManager(t, rec, 8<<10)
 		st, err := vmcheck.Run(mgr, rand.New(rand.NewSource(seed)), vmcheck.Config{
@@ -69,6 +70,7 @@ func TestTLBModelCatchesAMissingFlush(t *testing.T) {
 	m := newModel()
 	lossy := &forgetful{model: m}
 	cpu := New(lossy)
+	t.Cleanup(cpu.Close)
 	rec := &recorder{cpu: cpu, m: m}
 	mgr, _ := newManager(t, rec, 8<<10)
 	as, err := mgr.NewAddressSpace()
@@ -144,6 +146,7 @@ func simulate(c *CPU, as *mm.AddressSpace, addr uint32, n int, acc pgtable.Acces
 // them on the image.
 func TestAbortPath(t *testing.T) {
 	cpu := New(newModel())
+	t.Cleanup(cpu.Close)
 	mgr, _ := newManager(t, cpu, 8<<10)
 	as, err := mgr.NewAddressSpace()
 	require.NoError(t, err)

@@ -39,7 +39,9 @@ func (m *Memory) Read(as *mm.AddressSpace, addr uint32, buf []byte) error {
 	if err := sameFault(hwErr, swErr); err != nil {
 		return fmt.Errorf("read %#08x+%d: %w", addr, len(buf), err)
 	}
-	n := transferred(addr, len(buf), hwErr)
+	// Both reads stopped at the same fault, or one at a failed swap-in
+	// (the device's doing): compare what both transferred.
+	n := min(transferred(addr, len(buf), hwErr), transferred(addr, len(buf), swErr))
 	if !bytes.Equal(buf[:n], soft[:n]) {
 		// Reclaim may have dropped a lazily freed page between the two
 		// reads: then a second load sees what the software MMU saw.

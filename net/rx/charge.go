@@ -53,8 +53,9 @@ type account struct {
 // charge is one frame's slot, from when it is charged until the stack no
 // longer holds its memory.
 type charge struct {
-	page *netPage
-	acct *account
+	page     *netPage
+	acct     *account
+	memalloc bool // for a memalloc socket (or critical ARP)
 }
 
 // chargeError says why a frame could not be charged.
@@ -64,6 +65,7 @@ const (
 	chargeOK chargeError = iota
 	chargeWatermark
 	chargeReserveBound
+	chargeReserveEmpty
 	chargeNoPool
 )
 
@@ -77,9 +79,12 @@ type charger struct {
 	slots   int
 	reserve int // reserve (pfmemalloc) frames held
 	peak    int // most reserve frames ever held
-	pagePk  int // most frames ever held
-	accts   map[Tuple]*account
-	other   account
+	// otherRes counts the slots on reserve frames charged to frames for
+	// no memalloc socket (AllocThenDrop's), otherResPk the most at once.
+	otherRes, otherResPk int
+	pagePk               int // most frames ever held
+	accts                map[Tuple]*account
+	other                account
 
 	freeErrors uint64 // pages the pool refused back (a bug)
 }
@@ -120,8 +125,12 @@ func (c *charger) take(cl chargeClass, f *Frame, memalloc bool) (*charge, charge
 	a.slots++
 	if pg.pfmem {
 		a.reserve++
+		if !memalloc {
+			c.otherRes++
+			c.otherResPk = max(c.otherResPk, c.otherRes)
+		}
 	}
-	return &charge{page: pg, acct: a}, chargeOK
+	return &charge{page: pg, acct: a, memalloc: memalloc}, chargeOK
 }
 
 func (c *charger) popPartial(cl chargeClass) *netPage {
@@ -144,10 +153,13 @@ func (c *charger) newPage(cl chargeClass) (*netPage, chargeError) {
 		ctx = phys.Atomic
 	}
 	f, ok := c.pool.TryAllocPage(ctx)
-	if !ok {
-		if atBound {
-			return nil, chargeReserveBound
-		}
+	switch {
+	case ok:
+	case atBound:
+		return nil, chargeReserveBound
+	case cl == classMemalloc:
+		return nil, chargeReserveEmpty
+	default:
 		return nil, chargeWatermark
 	}
 	pg := &netPage{pool: c.pool, pfn: f, class: cl, pfmem: c.pool.Page(f).Flags()&phys.PGPfmemalloc != 0}
@@ -169,6 +181,9 @@ func (c *charger) release(ch *charge) {
 	a.slots--
 	if pg.pfmem {
 		a.reserve--
+		if !ch.memalloc {
+			c.otherRes--
+		}
 	}
 	if a.slots == 0 && !a.other {
 		delete(c.accts, a.tuple)

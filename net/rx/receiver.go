@@ -87,8 +87,9 @@ type Receiver struct {
 	mu     sync.Mutex // the charger, the held list, the counters, cfg.Pool, cfg.Mode
 	cfg    Config
 	c      charger
+	fresh  []heldCharge  // released packets whose own views were not yet released (see released)
 	held   []*heldCharge // packets released by the stack whose memory it still holds
-	heldCh chan struct{} // signalled when held becomes non-empty (for the sweeper)
+	heldCh chan struct{} // signalled when fresh or held becomes non-empty (for the sweeper)
 	stats  Stats
 	arpTok float64
 	arpAt  time.Time
@@ -150,7 +151,7 @@ func (r *Receiver) ChargedIn(p *phys.Pool) int {
 func (r *Receiver) ResetPeaks() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.c.peak, r.c.pagePk = r.c.reserve, r.c.pages
+	r.c.peak, r.c.pagePk, r.c.otherResPk = r.c.reserve, r.c.pages, r.c.otherRes
 }
 
 // SetMode changes where frames are dropped.
@@ -192,9 +193,12 @@ func (r *Receiver) Receive(frame []byte) {
 	if r.c.pool != nil {
 		var cerr chargeError
 		if ch, cerr = r.c.take(cl, &f, memalloc); cerr != chargeOK {
-			if cerr == chargeReserveBound {
+			switch cerr {
+			case chargeReserveBound:
 				r.drop(DropReserveBound, false)
-			} else {
+			case chargeReserveEmpty:
+				r.drop(DropReserveEmpty, false)
+			default:
 				r.drop(DropWatermark, false)
 			}
 			if memalloc {
@@ -224,7 +228,8 @@ func (r *Receiver) Receive(frame []byte) {
 			r.mu.Lock()
 			r.drop(reason, true)
 			r.mu.Unlock()
-			pkt.DecRef() // uncharges
+			pkt.DecRef()
+			r.settle() // uncharges
 			return
 		}
 	}
@@ -241,6 +246,7 @@ func (r *Receiver) Receive(frame []byte) {
 
 	r.link.InjectInbound(tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(frame[12:14])), pkt)
 	pkt.DecRef()
+	r.settle()
 }
 
 // packet copies frame into a packet for the stack. A TCP or UDP payload
@@ -309,27 +315,60 @@ func (r *Receiver) drop(reason DropReason, allocated bool) {
 	}
 }
 
-// released runs when gVisor frees the packet Receive delivered.
+// released runs when gVisor frees the packet Receive delivered: as the
+// last reference to it is dropped, on whichever goroutine drops it, and
+// before the packet releases its own views (PacketBuffer.DecRef runs
+// OnRelease first). So the payload's chunk is still the packet's here,
+// and whether a clone lives on cannot be told yet: the charge waits on
+// the fresh list for settle, which Receive runs as soon as its own
+// DecRef returns and Sweep runs for releases on other goroutines.
 func (r *Receiver) released(ch *charge, hold *buffer.View) {
-	if hold != nil && chunkRefs(hold) > 1 {
-		// A clone lives on in a TCP queue.
-		r.mu.Lock()
-		r.held = append(r.held, &heldCharge{ch: ch, view: hold})
-		if len(r.held) == 1 {
-			select {
-			case r.heldCh <- struct{}{}:
-			default:
-			}
-		}
-		r.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hold == nil {
+		r.c.release(ch)
 		return
 	}
-	if hold != nil {
-		hold.Release()
+	r.fresh = append(r.fresh, heldCharge{ch: ch, view: hold})
+	if len(r.fresh) == 1 {
+		r.wakeSweeper() // for a release no Receive follows
 	}
+}
+
+// wakeSweeper tells StartSweeper's goroutine there is something to look
+// at. Called with r.mu held.
+func (r *Receiver) wakeSweeper() {
+	select {
+	case r.heldCh <- struct{}{}:
+	default:
+	}
+}
+
+// settle judges the fresh charges: one whose chunk only our view still
+// references is returned at once, one that a transport queue's clone
+// holds goes on the held list for Sweep. A packet released on another
+// goroutine may not have released its views yet: it goes on the held
+// list too, and the next sweep returns it.
+func (r *Receiver) settle() {
 	r.mu.Lock()
-	r.c.release(ch)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.settleLocked()
+}
+
+func (r *Receiver) settleLocked() {
+	for _, f := range r.fresh {
+		if chunkRefs(f.view) > 1 {
+			r.held = append(r.held, &heldCharge{ch: f.ch, view: f.view})
+			if len(r.held) == 1 {
+				r.wakeSweeper()
+			}
+			continue
+		}
+		f.view.Release()
+		r.c.release(f.ch)
+	}
+	clear(r.fresh)
+	r.fresh = r.fresh[:0]
 }
 
 // Sweep uncharges the frames whose memory the stack has let go of since it
@@ -339,6 +378,7 @@ func (r *Receiver) released(ch *charge, hold *buffer.View) {
 func (r *Receiver) Sweep() (held int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.settleLocked()
 	keep := r.held[:0]
 	for _, h := range r.held {
 		if chunkRefs(h.view) > 1 {

@@ -3,6 +3,7 @@ package rx
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"math/rand"
 	"net"
@@ -277,9 +278,11 @@ func TestClassifyFirstAllocatesNothingForADroppedFrame(t *testing.T) {
 			if mode == ClassifyFirst {
 				assert.Zero(t, s.AllocatedThenDropped)
 				assert.Zero(t, s.ReservePeak)
+				assert.Zero(t, s.ReservePeakOther)
 			} else {
 				assert.Greater(t, s.AllocatedThenDropped, uint64(0), "Linux's way pays for the frame first")
 				assert.Greater(t, s.Drops[DropPfmemalloc], uint64(0))
+				assert.Greater(t, s.ReservePeakOther, 0, "the flood's copies sat in the reserve")
 				assert.LessOrEqual(t, s.ReservePeak, 4)
 			}
 		})
@@ -400,4 +403,72 @@ func TestDroppedFrameAllocatesNothing(t *testing.T) {
 	assert.Zero(t, allocs, "allocations per dropped frame")
 	assert.EqualValues(t, 202, p.rx.Stats().Drops[DropWatermark])
 	assert.Empty(t, p.rx.Sockets(), "no account for a socket that got nothing")
+}
+
+// gVisor runs a packet's OnRelease before it releases the packet's own
+// views, so at that moment the payload's chunk is still referenced by the
+// packet. A frame the stack is done with when Receive returns (a datagram
+// for no socket, or one allocate-then-drop copied and dropped) must be
+// uncharged then, not at the next sweep: a flood that reaches the reserve
+// would otherwise keep every frame it was copied into until the ring is
+// drained, and empty the reserve the NBD connection needs.
+func TestFrameTheStackIsDoneWithIsUnchargedAtOnce(t *testing.T) {
+	udpFrame := func(dport uint16) []byte {
+		udp := make([]byte, 8+1000)
+		binary.BigEndian.PutUint16(udp[0:2], 12345)
+		binary.BigEndian.PutUint16(udp[2:4], dport)
+		binary.BigEndian.PutUint16(udp[4:6], uint16(len(udp)))
+		frame := ipv4Frame(protoUDP, peerAddr.As4(), guestAddr.As4(), udp)
+		copy(frame[0:6], guestMAC)
+		copy(frame[6:12], peerMAC)
+		return frame
+	}
+	t.Run("delivered to no socket", func(t *testing.T) {
+		p := newPair(t, 4096, Config{})
+		for i := range 50 {
+			p.rx.Receive(udpFrame(uint16(9100 + i)))
+			s := p.rx.Stats()
+			require.Zero(t, s.Charged+s.Slots+s.Held, "after frame %d, with no sweep: %+v", i, s)
+		}
+		s := p.rx.Stats()
+		assert.EqualValues(t, 50, s.Delivered, "%+v", s)
+		assert.Equal(t, 1, s.ChargedPeak, "one frame charged at a time: %+v", s)
+	})
+	t.Run("alloc-then-drop", func(t *testing.T) {
+		p := newPair(t, 4096, Config{Mode: AllocThenDrop, ReserveFrames: 4})
+		defer fill(t, p.pool, phys.Atomic)()
+		for i := range 100 {
+			p.rx.Receive(udpFrame(9000))
+			s := p.rx.Stats()
+			require.Zero(t, s.Charged+s.Slots+s.Held, "after frame %d, with no sweep: %+v", i, s)
+		}
+		s := p.rx.Stats()
+		assert.EqualValues(t, 100, s.Drops[DropPfmemalloc], "every frame copied into the reserve, then dropped: %+v", s)
+		assert.Zero(t, s.Drops[DropReserveBound], "the reserve never filled: %+v", s)
+		assert.Equal(t, 1, s.ReservePeak, "one reserve frame at a time: %+v", s)
+		assert.Equal(t, 1, s.ReservePeakOther, "%+v", s)
+	})
+}
+
+// A memalloc frame that finds no frame left at all, the reserve included,
+// is dropped for that reason (not the watermark's), and counted against
+// the NBD connection; the bound is a different drop.
+func TestMemallocFrameWithTheReserveEmpty(t *testing.T) {
+	p := newPair(t, 4096, Config{ReserveFrames: 8})
+	g, c := p.connect(t, 7006)
+	defer g.Close()
+	defer c.Close()
+	unregister, err := p.rx.Registry().RegisterConn(g)
+	require.NoError(t, err)
+	defer unregister()
+	defer fill(t, p.pool, phys.Atomic|phys.Memalloc)()
+	require.Zero(t, p.pool.FreeFrames())
+
+	done := send(c, payload(8<<10, 7))
+	defer func() { c.Close(); <-done }()
+	s := p.settle(t, func(s Stats) bool { return s.Drops[DropReserveEmpty] > 0 })
+	assert.Greater(t, s.Drops[DropReserveEmpty], uint64(0), "%+v", s)
+	assert.Equal(t, s.Drops[DropReserveEmpty], s.MemallocDrops, "every one a frame of the memalloc connection: %+v", s)
+	assert.Zero(t, s.Drops[DropWatermark], "%+v", s)
+	assert.Zero(t, s.Drops[DropReserveBound], "%+v", s)
 }

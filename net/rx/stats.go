@@ -25,12 +25,16 @@ const (
 	// DropPfmemalloc: (AllocThenDrop) a frame charged to the reserve that
 	// is not for a memalloc socket, dropped after its copy.
 	DropPfmemalloc
+	// DropReserveEmpty: a frame that could be charged to the reserve
+	// (a memalloc one, or any under AllocThenDrop), within the bound, with
+	// the pool's reserve exhausted: no frame left even below min.
+	DropReserveEmpty
 	// NrDropReasons bounds the reasons (Stats.Drops is indexed by them;
 	// its element 0 is unused).
 	NrDropReasons
 )
 
-var dropNames = [NrDropReasons]string{"", "malformed", "ring_error", "watermark", "reserve_bound", "pfmemalloc"}
+var dropNames = [NrDropReasons]string{"", "malformed", "ring_error", "watermark", "reserve_bound", "pfmemalloc", "reserve_empty"}
 
 func (d DropReason) String() string {
 	if d < NrDropReasons {
@@ -50,7 +54,7 @@ type Stats struct {
 	AllocatedThenDropped uint64
 	PfmemallocAdmits     uint64 // delivered on reserve frames (Linux's PFMEMALLOC skbs)
 	MemallocFrames       uint64 // delivered for memalloc sockets
-	MemallocDrops        uint64 // frames for memalloc sockets dropped (at the reserve bound)
+	MemallocDrops        uint64 // frames for memalloc sockets dropped (at the reserve bound, or with the reserve empty)
 	ARPRateLimited       uint64 // ARP for us past the rate, charged as ordinary
 	Uncharged            uint64 // delivered with no pool to charge
 
@@ -61,8 +65,13 @@ type Stats struct {
 	Held          int // of Slots, those whose packets the stack released but whose memory a TCP queue still holds
 	Reserve       int // reserve frames held now
 	ReservePeak   int
-	ReserveBound  int
-	FreeErrors    uint64 // frames the pool refused back (a bug)
+	// ReservePeakOther is the most received frames for no memalloc socket
+	// held on reserve frames at once: AllocThenDrop's copies before it
+	// drops them. ClassifyFirst never charges such a frame to the
+	// reserve, so it keeps this at zero.
+	ReservePeakOther int
+	ReserveBound     int
+	FreeErrors       uint64 // frames the pool refused back (a bug)
 }
 
 // Dropped is the total of drops for every reason.
@@ -81,8 +90,9 @@ func (r *Receiver) Stats() Stats {
 	s := r.stats
 	s.MemallocSocks = r.reg.Len()
 	s.Charged, s.ChargedPeak, s.Slots = r.c.pages, r.c.pagePk, r.c.slots
-	s.Held = len(r.held)
+	s.Held = len(r.held) + len(r.fresh)
 	s.Reserve, s.ReservePeak, s.ReserveBound = r.c.reserve, r.c.peak, r.c.bound
+	s.ReservePeakOther = r.c.otherResPk
 	s.FreeErrors = r.c.freeErrors
 	return s
 }
@@ -161,6 +171,7 @@ func (r *Receiver) WriteProc(w io.Writer) error {
 		{"HeldByStack", uint64(s.Held)},
 		{"ReserveFrames", uint64(s.Reserve)},
 		{"ReservePeak", uint64(s.ReservePeak)},
+		{"ReservePeakOther", uint64(s.ReservePeakOther)},
 		{"ReserveBound", uint64(s.ReserveBound)},
 	} {
 		lines = append(lines, l)
@@ -196,7 +207,7 @@ func (r *Receiver) WriteProc(w io.Writer) error {
 func (s Stats) StatKV() []any {
 	return []any{
 		"rx_frames", s.Frames, "rx_drop", s.Dropped(),
-		"rx_drop_wmark", s.Drops[DropWatermark], "rx_drop_bound", s.Drops[DropReserveBound],
+		"rx_drop_wmark", s.Drops[DropWatermark], "rx_drop_bound", s.Drops[DropReserveBound], "rx_drop_empty", s.Drops[DropReserveEmpty],
 		"rx_drop_pfmem", s.Drops[DropPfmemalloc], "rx_alloc_drop", s.AllocatedThenDropped,
 		"rx_pfmem", s.PfmemallocAdmits, "rx_memalloc_socks", s.MemallocSocks, "rx_memalloc_drop", s.MemallocDrops,
 		"rx_charged", s.Charged, "rx_reserve", s.Reserve, "rx_reserve_peak", s.ReservePeak,

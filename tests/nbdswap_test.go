@@ -69,7 +69,12 @@ func runNBDSwap(t testing.TB, img string, args ...string) nbdswapRun {
 //   - alloc-then-drop and classify-first complete byte-exact with no
 //     frame of the NBD connection dropped.
 //   - classify-first copies nothing it drops, and its reserve peak is no
-//     higher than alloc-then-drop's under the same flood.
+//     higher than alloc-then-drop's under the same flood. Most of either
+//     peak is the NBD connection's own frames, which vary from run to
+//     run by more than the flood adds, so the comparison is of the
+//     flood's part (reserve_peak_other): none for classify-first, the
+//     frames alloc-then-drop copied into the reserve before dropping
+//     them for the other.
 func TestNBDSwapDeadlockMatrix(t *testing.T) {
 	t.Parallel() // a long run: two QEMUs at a time, one per core (see TestMain)
 	img := evkImage(t)
@@ -99,9 +104,10 @@ func TestNBDSwapDeadlockMatrix(t *testing.T) {
 	e, ok1 := early.find("nbdswap")
 	l, ok2 := late.find("nbdswap")
 	if ok1 && ok2 {
-		assert.LessOrEqual(t, early.num(t, e, "reserve_peak"), late.num(t, l, "reserve_peak"),
-			"classify-first's reserve peak is no higher than alloc-then-drop's:\n%s\n%s", e, l)
-		t.Logf("reserve peak under the flood: classify-first %s, alloc-then-drop %s frames", e.Value("reserve_peak"), l.Value("reserve_peak"))
+		assert.Zero(t, early.num(t, e, "reserve_peak_other"), "no frame of the flood in classify-first's reserve: %s", e)
+		assert.NotZero(t, late.num(t, l, "reserve_peak_other"), "alloc-then-drop copied the flood into its reserve: %s", l)
+		t.Logf("reserve peak under the flood: classify-first %s frames (%s of the flood's), alloc-then-drop %s (%s)",
+			e.Value("reserve_peak"), e.Value("reserve_peak_other"), l.Value("reserve_peak"), l.Value("reserve_peak_other"))
 	}
 }
 
@@ -133,8 +139,11 @@ func checkNBDSwapCell(t *testing.T, reserve string, flood bool, r nbdswapRun) {
 	require.False(t, fired, "the watchdog fired on a run that passed: %s", wd)
 	assert.NotContains(t, r.stdout, "ok=false", r.tail())
 	want := []string{"pressure-data", "pressure-swapped", "pressure-no-leak", "rx-charges-zero", "rx-reserve-bound"}
+	if reserve != "off" {
+		want = append(want, "rx-memalloc-drops")
+	}
 	if reserve == "classify-first" {
-		want = append(want, "rx-memalloc-drops", "rx-no-alloc-for-drops")
+		want = append(want, "rx-no-alloc-for-drops")
 	}
 	for _, c := range want {
 		l, ok := r.find("check", "name", c)
@@ -147,11 +156,8 @@ func checkNBDSwapCell(t *testing.T, reserve string, flood bool, r nbdswapRun) {
 	if reserve != "off" {
 		assert.NotZero(t, r.num(t, s, "memalloc_frames"), "%s", s)
 	}
-	switch {
-	case reserve == "classify-first":
+	if reserve != "off" {
 		assert.Zero(t, r.num(t, s, "memalloc_drops"), "no frame of the NBD connection dropped: %s", s)
-	case reserve == "alloc-then-drop" && r.num(t, s, "memalloc_drops") > 0:
-		t.Logf("alloc-then-drop dropped %d frames of the NBD connection (its reserve emptied by the flood; TCP retransmitted them): %s", r.num(t, s, "memalloc_drops"), s)
 	}
 	if reserve == "classify-first" {
 		assert.Zero(t, r.num(t, s, "alloc_then_dropped"), "%s", s)

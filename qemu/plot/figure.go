@@ -76,6 +76,7 @@ var panels = []panelSpec{
 		{key: "rx_drop", legend: "all reasons", total: true},
 		{key: "rx_drop_wmark", legend: "watermark (ordinary socket)"},
 		{key: "rx_drop_bound", legend: "reserve bound (memalloc socket)"},
+		{key: "rx_drop_empty", legend: "reserve empty (memalloc socket)"},
 		{key: "rx_drop_pfmem", legend: "pfmemalloc (reserve frame, ordinary socket)"},
 		{key: "rx_alloc_drop", legend: "dropped after the copy"},
 	}},

@@ -42,8 +42,13 @@
 //     segment in newIncomingSegment; the receive and out-of-order queues
 //     keep the clone until the application reads it). The payload gets a
 //     chunk of its own and the receiver watches its reference count
-//     (chunkref.go); Sweep returns charges whose chunks only it still
-//     references.
+//     (chunkref.go). gVisor runs a packet's release callback before the
+//     packet lets go of its own views, so a released charge is judged
+//     just after: by Receive as soon as its own reference is dropped (a
+//     frame the stack was done with, or one dropped after its copy, is
+//     uncharged before the next frame is looked at), and by Sweep for
+//     packets released later on other goroutines; Sweep also returns
+//     the charges whose chunks only the receiver still references.
 //
 // AllocThenDrop runs Linux's order instead, for comparison: every frame
 // charged with Memalloc, copied, then dropped if its frame came from the
@@ -66,7 +71,13 @@
 // The network never holds more than ReserveFrames frames of the reserve
 // (default 64, 256 KiB; phys marks each one PGPfmemalloc and the charger
 // counts them). Past the bound a critical frame is charged as an ordinary
-// one and dropped if that fails; TCP retransmits it. For the bound to be
+// one and dropped if that fails; TCP retransmits it. The bound caps what
+// the network may take, not what the pool has: on a small pool the
+// reserve below the atomic watermark may hold fewer frames than the
+// bound, and a frame that finds it empty is dropped as reserve_empty.
+// Frames for no memalloc socket never hold reserve frames under
+// ClassifyFirst (ReservePeakOther stays zero); under AllocThenDrop they
+// hold one each from the copy to the drop. For the bound to be
 // enough, a memalloc connection's receive window must fit in it with
 // room to spare (MemallocWindow): otherwise segments held out of order can
 // fill the reserve while the retransmission that would let them be read
@@ -74,11 +85,13 @@
 //
 // # Locks
 //
-// Receiver.mu guards the charger, the held list and the counters; it is
-// taken with no other lock held and, inside it, only the pool's own lock
-// is taken (by AllocPage and Put). It is never held across a call into
-// gVisor: the stack's release callbacks, which may run on any goroutine
-// and within InjectInbound itself, take it afresh. Registry.mu only
+// Receiver.mu guards the charger, the fresh and held lists and the
+// counters; it is taken with no other lock held and, inside it, only the
+// pool's own lock is taken (by AllocPage and Put). It is never held
+// across a call into gVisor's stack: the stack's release callbacks,
+// which may run on any goroutine and within InjectInbound itself, take
+// it afresh. (Releasing one of the receiver's own views under it only
+// hands a chunk back to gVisor's buffer pool.) Registry.mu only
 // serialises writers; readers load a snapshot.
 //
 // # The image

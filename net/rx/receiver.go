@@ -84,7 +84,7 @@ type Receiver struct {
 	reg  *Registry
 	now  func() time.Time
 
-	mu     sync.Mutex // the charger, the held list, the counters, cfg.Pool, cfg.Mode
+	mu     sync.Mutex // the charger, the fresh and held lists, the counters, cfg.Pool, cfg.Mode
 	cfg    Config
 	c      charger
 	fresh  []heldCharge  // released packets whose own views were not yet released (see released)
